@@ -1,0 +1,24 @@
+# Runway: `make demo` starts the console on a seeded database; `make test` runs the whole suite.
+# Both install what is missing first (bin/setup).
+export UV_PYTHON_DOWNLOADS := never
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bin/setup
+
+demo: setup
+	$(PY) -m dashboard.devstack demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: setup
+	$(PY) bench/history_graph.py
+
+clean:
+	rm -rf .runway staticfiles test-artifacts

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DatabasesConfig(AppConfig):
+    name = "dashboard.databases"
+    label = "databases"

@@ -1,0 +1,77 @@
+"""Connection checks: a person (or the schedule) asks, a worker connects, the page shows it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.audit.chain import Actor, record
+from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
+from dashboard.lib import pg
+from dashboard.lib.secrets import SecretError, resolve
+
+
+@transaction.atomic
+def request_check(actor: Actor | None, db: ManagedDatabase) -> ConnectionCheck:
+    from dashboard.databases.tasks import run_connection_check
+
+    check = ConnectionCheck.objects.create(
+        database=db, requested_by=actor if actor is not None and actor.pk else None
+    )
+    record(actor, "database.check_requested", db, details={"check": check.pk})
+    run_connection_check.delay_on_commit(check.pk)
+    return check
+
+
+def claim(check_id: int) -> bool:
+    """Take a queued check; False when another worker has it or it is done (safe to run twice)."""
+    return bool(
+        ConnectionCheck.objects.filter(pk=check_id, state=CheckState.QUEUED).update(
+            state=CheckState.RUNNING, started_at=timezone.now()
+        )
+    )
+
+
+def perform(check_id: int) -> ConnectionCheck | None:
+    if not claim(check_id):
+        return None
+    check = ConnectionCheck.objects.select_related("database").get(pk=check_id)
+    db = check.database
+    try:
+        password = resolve(db.password_ref)
+    except SecretError as exc:
+        result = pg.Probe(False, "secret", f"{pg.PROBLEM_MESSAGES['secret']}: {exc}")
+    else:
+        result = pg.probe(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT)
+        if result.ok and not db.script_path.joinpath("env.py").exists():
+            result.ok, result.problem = False, "not_alembic_project"
+            result.message = (
+                f"Connected, but the script location {db.script_location} is not an Alembic "
+                "project on the worker (no env.py there)."
+            )
+    with transaction.atomic():
+        check.state = CheckState.OK if result.ok else CheckState.FAILED
+        check.problem = result.problem
+        check.message = result.message or f"Connected to PostgreSQL {result.server_version}."
+        check.server_version = result.server_version
+        check.current_revisions = result.current_revisions
+        check.latency_ms = result.latency_ms
+        check.finished_at = timezone.now()
+        check.save()
+        record(
+            None,
+            "database.checked",
+            db,
+            details={
+                "check": check.pk,
+                "state": check.state,
+                "problem": check.problem,
+                "current": check.current_revisions,
+            },
+        )
+    return check
+
+
+def request_all(actor: Actor | None = None) -> list[ConnectionCheck]:
+    return [request_check(actor, db) for db in ManagedDatabase.objects.all()]

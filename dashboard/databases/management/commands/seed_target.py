@@ -1,0 +1,53 @@
+import time
+
+import psycopg
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from dashboard.audit.chain import record
+from dashboard.databases.models import ManagedDatabase
+from dashboard.databases.seeding import seed
+from dashboard.lib import pg
+from dashboard.lib.secrets import SecretError, resolve
+
+
+class Command(BaseCommand):
+    help = "Fill a managed database (at migrations_target 0016 or later) with realistic data."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("database", help="the managed database's name")
+        parser.add_argument("--users", type=int, required=True, help="how many users to make")
+        parser.add_argument("--seed", type=int, default=42, help="random seed (deterministic)")
+        parser.add_argument(
+            "--replace", action="store_true", help="empty the application tables first"
+        )
+
+    def handle(self, *args: object, **opts: object) -> None:
+        name = str(opts["database"])
+        db = ManagedDatabase.objects.filter(name=name).first()
+        if db is None:
+            raise CommandError(f"No managed database named {name!r}.")
+        users = int(opts["users"])  # type: ignore[call-overload]
+        if users <= 0:
+            raise CommandError("--users must be a positive number.")
+        try:
+            password = resolve(db.password_ref)
+            conn = pg.connect(db.dsn, password, autocommit=False)
+        except (SecretError, pg.BadDsn) as exc:
+            raise CommandError(f"{db.name}: {exc}") from None
+        except psycopg.OperationalError as exc:
+            problem = pg.classify(exc)
+            raise CommandError(f"{db.name}: {pg.PROBLEM_MESSAGES[problem]}.") from None
+        started = time.monotonic()
+        with conn:
+            try:
+                counts = seed(
+                    conn, users=users, seed=int(opts["seed"]), replace=bool(opts["replace"])
+                )  # type: ignore[call-overload]
+            except ValueError as exc:
+                raise CommandError(f"{db.name}: {exc}") from None
+            conn.commit()
+        elapsed = time.monotonic() - started
+        record(None, "database.seeded", db, details={"rows": counts, "seconds": round(elapsed, 1)})
+        for table, count in counts.items():
+            self.stdout.write(f"  {table:<18} {count:>12,}")
+        self.stdout.write(self.style.SUCCESS(f"Seeded {db.name} in {elapsed:.1f} s."))

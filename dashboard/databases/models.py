@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Environment(models.TextChoices):
+    DEVELOPMENT = "development", "Development"
+    STAGING = "staging", "Staging"
+    PRODUCTION = "production", "Production"
+
+
+class ManagedDatabase(models.Model):
+    """A PostgreSQL database Runway manages. The password is never stored: only a reference
+    (``env:NAME`` or ``file:/path``) that the worker resolves when it connects."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    environment = models.CharField(max_length=20, choices=Environment.choices)
+    dsn = models.CharField(
+        "connection (DSN without password)",
+        max_length=500,
+        help_text="host=db.internal port=5432 dbname=app user=app, or postgresql://app@db/app",
+    )
+    password_ref = models.CharField(
+        "password reference",
+        max_length=300,
+        blank=True,
+        help_text="env:VARIABLE_NAME or file:/path/to/secret; empty for none (e.g. trust auth)",
+    )
+    script_location = models.CharField(
+        "Alembic script location",
+        max_length=500,
+        help_text="Folder with env.py and versions/; relative paths start at Runway's folder",
+    )
+    critical_tables = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+    partner = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Blue/green partner",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("database-detail", args=[self.name])
+
+    @property
+    def script_path(self) -> Path:
+        path = Path(self.script_location)
+        return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == Environment.PRODUCTION
+
+    def latest_check(self) -> ConnectionCheck | None:
+        return self.checks.order_by("-requested_at").first()
+
+
+class CheckState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    OK = "ok", "Connected"
+    FAILED = "failed", "Failed"
+
+
+class ConnectionCheck(models.Model):
+    """One "test connection": queued by a person or the schedule, run by a worker."""
+
+    database = models.ForeignKey(ManagedDatabase, on_delete=models.CASCADE, related_name="checks")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=CheckState.choices, default=CheckState.QUEUED)
+    problem = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    server_version = models.CharField(max_length=40, blank=True)
+    current_revisions = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["database", "-requested_at"])]
+
+    def __str__(self) -> str:
+        return f"check of {self.database} ({self.state})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in (CheckState.OK, CheckState.FAILED)

@@ -1,0 +1,251 @@
+"""`make demo`: every real component Runway needs, started on this machine, stopped on Ctrl-C.
+
+A private PostgreSQL cluster under ``.runway/`` (Runway's own database and the demo targets),
+Redis, a Celery worker, Celery beat and the web server, each a real process. Running it again
+reuses the cluster, the users and the databases it made the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dashboard.lib.cluster import Cluster, free_port, start_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNWAY_ROLE = "runway"
+TARGET_ROLE = "app_owner"
+
+
+def _secret(path: Path) -> str:
+    """Read a secret kept under .runway/, making it on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Stack:
+    def __init__(self, home: Path, web_port: int, users: int) -> None:
+        self.home = home
+        self.web_port = web_port
+        self.users = users
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.cluster: Cluster | None = None
+        self.logs = home / "logs"
+
+    def env(self, redis_url: str) -> dict[str, str]:
+        assert self.cluster is not None
+        own_password = _secret(self.home / "secrets" / "runway-db.password")
+        return {
+            **os.environ,
+            "DATABASE_URL": self.cluster.url("runway", RUNWAY_ROLE, own_password),
+            "CELERY_BROKER_URL": redis_url,
+            "RUNWAY_DEBUG": os.environ.get("RUNWAY_DEBUG", "1"),
+            "RUNWAY_SECRET_KEY": _secret(self.home / "secrets" / "django-secret-key"),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o755)
+        say(f"PostgreSQL: private cluster in {self.home / 'pg'}")
+        self.cluster = start_cluster(self.home / "pg")
+        self.cluster.create_role(RUNWAY_ROLE, _secret(self.home / "secrets" / "runway-db.password"))
+        self.cluster.create_database("runway", owner=RUNWAY_ROLE)
+        target_password_file = self.home / "secrets" / "analyticbot.password"
+        target_password = _secret(target_password_file)
+        self.cluster.create_role(TARGET_ROLE, target_password)
+
+        redis_port = free_port()
+        say(f"Redis on 127.0.0.1:{redis_port}")
+        self.spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            dict(os.environ),
+        )
+        _wait_port(redis_port)
+        env = self.env(f"redis://127.0.0.1:{redis_port}/0")
+        manage = [sys.executable, "manage.py"]
+        say("Runway's database: migrate")
+        subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [*manage, "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+        )
+        say("Demo users and target databases")
+        subprocess.run(
+            [
+                *manage,
+                "setup_demo",
+                "--host",
+                self.cluster.host,
+                "--port",
+                str(self.cluster.port),
+                "--user",
+                TARGET_ROLE,
+                "--superuser-password-file",
+                str(self.home / "pg" / "password"),
+                "--password-file",
+                str(target_password_file),
+                "--users",
+                str(self.users),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        self.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+            ],
+            env,
+        )
+        self.spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.home / "beat-schedule"),
+            ],
+            env,
+        )
+        if not _port_is_free(self.web_port):
+            raise SystemExit(f"127.0.0.1:{self.web_port} is taken; run with --port N")
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "dashboard.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--access-logfile",
+                "-",
+            ],
+            env,
+        )
+        _wait_port(self.web_port)
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self.cluster is not None:
+            self.cluster.stop()
+        say("stopped everything it started")
+
+    def watch(self) -> None:
+        while True:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise SystemExit(
+                        f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}"
+                    )
+            time.sleep(0.5)
+
+
+def say(text: str) -> None:
+    print(f"runway: {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dashboard.devstack")
+    parser.add_argument("command", choices=["demo"])
+    parser.add_argument("--home", type=Path, default=ROOT / ".runway")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RUNWAY_PORT", "8000")))
+    parser.add_argument("--users", type=int, default=2000, help="seeded users per target")
+    args = parser.parse_args(argv)
+    stack = Stack(args.home.resolve(), args.port, args.users)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        stack.start()
+        say(f"Runway is up: http://127.0.0.1:{args.port}/  (logs in {stack.logs}; Ctrl-C stops)")
+        stack.watch()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Real services for the whole session: a private PostgreSQL cluster, Redis, a Celery worker.
+
+Nothing here is a mock. The cluster holds Runway's own test database (created by pytest-django)
+and the managed target databases, which are cloned from a template migrated with the real
+``migrations_target`` project and seeded with the real seeding code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import (
+    ROOT,
+    TARGET_PASSWORD,
+    TARGET_PASSWORD_ENV,
+    TARGET_ROLE,
+    TARGET_TEMPLATE,
+    make_user,
+    wait_until,
+)
+
+from dashboard.lib.cluster import Cluster, free_port, start_cluster
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+os.environ[TARGET_PASSWORD_ENV] = TARGET_PASSWORD
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM under Playwright's sync API
+
+
+# --- PostgreSQL ---
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    base = Path(tempfile.mkdtemp(prefix="runway-test-"))
+    base.chmod(0o755)
+    cluster = start_cluster(base / "pg")
+    cluster.create_role(TARGET_ROLE, TARGET_PASSWORD)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(pg_cluster: Cluster) -> None:
+    from django.conf import settings
+
+    settings.DATABASES["default"].update(
+        HOST=pg_cluster.host,
+        PORT=str(pg_cluster.port),
+        USER="postgres",
+        PASSWORD=pg_cluster.password,
+        NAME="runway",
+    )
+
+
+def migrate_target(cluster: Cluster, dbname: str, revision: str = "0016") -> None:
+    """Upgrade a target database with the real Alembic CLI, as the team's CI would."""
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "alembic"),
+            "-c",
+            str(ROOT / "migrations_target" / "alembic.ini"),
+            "-x",
+            f"url={cluster.url(dbname, TARGET_ROLE, TARGET_PASSWORD)}",
+            "upgrade",
+            revision,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def target_template(pg_cluster: Cluster) -> str:
+    """A database at 0016 with a small consistent data set, cloned by ``make_target``."""
+    from dashboard.databases.seeding import seed
+
+    pg_cluster.create_database(TARGET_TEMPLATE, owner=TARGET_ROLE, replace=True)
+    migrate_target(pg_cluster, TARGET_TEMPLATE)
+    with psycopg.connect(pg_cluster.dsn(TARGET_TEMPLATE, TARGET_ROLE, TARGET_PASSWORD)) as conn:
+        seed(conn, users=200)
+    return TARGET_TEMPLATE
+
+
+@pytest.fixture
+def make_target(pg_cluster: Cluster, target_template: str) -> Iterator[Callable[..., str]]:
+    """Clone the template into a fresh database; return its DSN (without the password)."""
+    made: list[str] = []
+
+    def make(name: str | None = None) -> str:
+        name = name or f"target_{len(made)}_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+        with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE "{target_template}" OWNER {TARGET_ROLE}'
+            )
+        made.append(name)
+        return f"host={pg_cluster.host} port={pg_cluster.port} dbname={name} user={TARGET_ROLE}"
+
+    yield make
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- Redis and Celery ---
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(url).ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_until(answers, "redis-server")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker(redis_url: str) -> str:
+    """Every task any test enqueues goes to the session's real Redis."""
+    from django.conf import settings
+
+    from dashboard.celery import app
+
+    app.conf.broker_url = settings.CELERY_BROKER_URL = redis_url
+    return redis_url
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: Any, broker: str, pg_cluster: Cluster) -> Iterator[Path]:
+    """A real ``celery worker`` process on the real broker, writing to the test database."""
+    from django.conf import settings
+
+    redis_url = broker
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_cluster.url(db["NAME"]),
+        "CELERY_BROKER_URL": redis_url,
+    }
+    log = Path(tempfile.mkdtemp(prefix="runway-worker-")) / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "ready." in log.read_text() or proc.poll() is not None, "celery worker")
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited: {log.read_text()[-2000:]}")
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+# --- The cast ---
+
+
+@pytest.fixture
+def viewer(db: None) -> Any:
+    return make_user("vera", "viewer")
+
+
+@pytest.fixture
+def engineer(db: None) -> Any:
+    return make_user("erin", "engineer")
+
+
+@pytest.fixture
+def lead(db: None) -> Any:
+    return make_user("leo", "lead")
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    return make_user("ada", "admin")
+
+
+@pytest.fixture
+def outsider(db: None) -> Any:
+    return make_user("otto", None)
+
+
+# --- Browser ---
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": CHROMIUM_ARGS,
+    }
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,84 @@
+"""Connection checks run on the real Celery worker against the real cluster."""
+
+import pytest
+from helpers import TARGET_ROLE, make_database, wait_until
+
+from dashboard.databases import checks
+from dashboard.databases.models import ConnectionCheck
+from dashboard.lib.cluster import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_check(db, engineer):
+    check = checks.request_check(engineer, db)
+    wait_until(lambda: ConnectionCheck.objects.get(pk=check.pk).is_done, "the worker's check")
+    return ConnectionCheck.objects.get(pk=check.pk)
+
+
+def test_a_good_database_reports_its_current_revision(celery_worker, make_target, engineer):
+    db = make_database(dsn=make_target())
+    check = run_check(db, engineer)
+    assert check.state == "ok", check.message
+    assert check.current_revisions == ["0016"]
+    assert check.server_version.startswith("15")
+    assert check.latency_ms is not None
+
+
+def test_a_wrong_password_is_named(celery_worker, make_target, engineer, tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("not-the-password\n")
+    db = make_database(dsn=make_target(), password_ref=f"file:{secret}")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "auth_failed")
+    assert "refused the user name or password" in check.message
+    assert "not-the-password" not in check.message
+
+
+def test_an_unreachable_host_is_named(celery_worker, engineer):
+    db = make_database(dsn=f"host=127.0.0.1 port={free_port()} dbname=x user={TARGET_ROLE}")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "unreachable")
+    assert "cannot be reached" in check.message
+
+
+def test_a_malformed_dsn_saved_behind_the_forms_back_is_named(celery_worker, engineer):
+    db = make_database(dsn="host=127.0.0.1 dbname")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "malformed_dsn")
+
+
+def test_a_missing_database_is_named(celery_worker, pg_cluster, engineer):
+    db = make_database(dsn=f"host=127.0.0.1 port={pg_cluster.port} dbname=nope user={TARGET_ROLE}")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "no_database")
+
+
+def test_a_database_without_alembic_version_is_named(celery_worker, pg_cluster, engineer):
+    pg_cluster.create_database("never_stamped", owner=TARGET_ROLE, replace=True)
+    db = make_database(
+        dsn=f"host=127.0.0.1 port={pg_cluster.port} dbname=never_stamped user={TARGET_ROLE}"
+    )
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "no_alembic_version")
+    assert "never stamped" in check.message
+
+
+def test_an_unset_password_variable_is_named(celery_worker, make_target, engineer):
+    db = make_database(dsn=make_target(), password_ref="env:RUNWAY_NO_SUCH_VARIABLE")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "secret")
+    assert "RUNWAY_NO_SUCH_VARIABLE is not set" in check.message
+
+
+def test_a_script_location_that_is_not_alembic_is_named(celery_worker, make_target, engineer):
+    db = make_database(dsn=make_target(), script_location="templates")
+    check = run_check(db, engineer)
+    assert (check.state, check.problem) == ("failed", "not_alembic_project")
+
+
+def test_a_check_runs_once_even_if_delivered_twice(make_target, engineer):
+    db = make_database(dsn=make_target())
+    check = checks.request_check(engineer, db)
+    assert checks.perform(check.pk) is not None
+    assert checks.perform(check.pk) is None  # already claimed and done

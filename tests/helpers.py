@@ -1,0 +1,84 @@
+"""Helpers shared by the tests: constants, the cast's factory, waiting with a bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_ROLE = "app_owner"
+TARGET_PASSWORD = "app-owner-secret"
+TARGET_PASSWORD_ENV = "RUNWAY_TEST_TARGET_PASSWORD"
+TARGET_TEMPLATE = "analyticbot_template"
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_user(username: str, role: str | None) -> Any:
+    from django.contrib.auth.models import User
+
+    from dashboard.accounts.roles import Role, grant
+
+    user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username)
+    if role:
+        grant(user, Role[role.upper()])
+    return user
+
+
+def make_database(**kwargs: Any) -> Any:
+    from dashboard.databases.models import ManagedDatabase
+
+    kwargs.setdefault("name", "analyticbot")
+    kwargs.setdefault("environment", "production")
+    kwargs.setdefault("dsn", "host=127.0.0.1 port=1 dbname=analyticbot user=app_owner")
+    kwargs.setdefault("password_ref", f"env:{TARGET_PASSWORD_ENV}")
+    kwargs.setdefault("script_location", "migrations_target")
+    kwargs.setdefault("critical_tables", ["users", "payments"])
+    return ManagedDatabase.objects.create(**kwargs)
+
+
+ENV_PY = "from alembic import context\n"
+
+
+def write_revision(
+    folder: Path,
+    rev: str,
+    down: str | tuple[str, ...] | None,
+    message: str = "",
+    *,
+    downgrade: bool = True,
+    filename: str | None = None,
+) -> Path:
+    versions = folder / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    (folder / "env.py").write_text(ENV_PY)
+    body = "    op.drop_table('t')" if downgrade else "    pass"
+    path = versions / (filename or f"{rev}_{(message or 'step').replace(' ', '_')}.py")
+    path.write_text(
+        f'"""{message or "step " + rev}"""\n'
+        "from alembic import op\n\n"
+        f"revision = {rev!r}\n"
+        f"down_revision = {down!r}\n"
+        "branch_labels = None\n"
+        "depends_on = None\n\n\n"
+        "def upgrade():\n    op.create_table('t')\n\n\n"
+        f"def downgrade():\n{body}\n"
+    )
+    return path
+
+
+def linear(folder: Path, count: int) -> Path:
+    down = None
+    for i in range(1, count + 1):
+        rev = f"{i:04d}"
+        write_revision(folder, rev, down)
+        down = rev
+    return folder

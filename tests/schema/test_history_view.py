@@ -1,0 +1,118 @@
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from helpers import linear, make_database, write_revision
+
+from dashboard.databases.models import ConnectionCheck
+
+
+def url(db):
+    return reverse("schema-history", args=[db.name])
+
+
+def checked(db, *current):
+    return ConnectionCheck.objects.create(
+        database=db, state="ok", current_revisions=list(current), finished_at=timezone.now()
+    )
+
+
+def test_it_marks_current_and_pending_revisions(client, viewer):
+    db = make_database()
+    checked(db, "0016")
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert 'class="current" data-rev="0016"' in body
+    for rev in ("0017", "0018", "0019", "0020"):
+        assert f'class="pending" data-rev="{rev}"' in body
+    assert "replace cascade deletes with restrict" in body.lower()
+
+
+def test_it_says_when_the_current_revision_is_not_known_yet(client, viewer):
+    db = make_database()
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert "not been read yet" in body
+
+
+def test_it_shows_a_merged_history(client, viewer, tmp_path):
+    write_revision(tmp_path, "a1", None, "base")
+    write_revision(tmp_path, "b1", "a1", "left")
+    write_revision(tmp_path, "c1", "a1", "right")
+    write_revision(tmp_path, "d1", ("b1", "c1"), "merge left and right")
+    db = make_database(script_location=str(tmp_path))
+    checked(db, "b1")
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert 'data-rev="d1"' in body and "merge" in body
+    assert 'class="pending" data-rev="c1"' in body and 'class="pending" data-rev="d1"' in body
+    assert "drift" not in body.lower()
+
+
+def test_it_names_drift_when_the_database_is_at_an_unknown_revision(client, viewer, tmp_path):
+    linear(tmp_path, 3)
+    db = make_database(script_location=str(tmp_path))
+    checked(db, "0a1b2c3d")
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert "0a1b2c3d" in body and "no script defines" in body
+
+
+def test_it_names_two_heads_as_drift(client, viewer, tmp_path):
+    write_revision(tmp_path, "a1", None)
+    write_revision(tmp_path, "b1", "a1")
+    write_revision(tmp_path, "c1", "a1")
+    db = make_database(script_location=str(tmp_path))
+    checked(db, "a1")
+    client.force_login(viewer)
+    assert "2 heads" in client.get(url(db)).content.decode()
+
+
+def test_a_broken_chain_is_named_and_the_rest_still_shows(client, viewer, tmp_path):
+    linear(tmp_path, 4)
+    write_revision(tmp_path, "0006", "0005", "orphan", filename="0006_orphan.py")
+    write_revision(tmp_path, "0003", "0002", "copy", filename="0003_copy.py")
+    db = make_database(script_location=str(tmp_path))
+    checked(db, "0002")
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert "0006_orphan.py" in body and "names a revision that does not exist" in body
+    assert "0003_copy.py" in body
+    assert 'data-rev="0004"' in body
+
+
+def test_it_shows_which_revisions_lack_a_downgrade(client, viewer, tmp_path):
+    write_revision(tmp_path, "a1", None)
+    write_revision(tmp_path, "b1", "a1", downgrade=False)
+    db = make_database(script_location=str(tmp_path))
+    checked(db, "a1")
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    row = body[body.index('data-rev="b1"') :]
+    assert "no downgrade" in row[: row.index("</tr>")]
+
+
+def test_a_script_location_that_vanished_is_explained(client, viewer, tmp_path):
+    db = make_database(script_location=str(tmp_path / "gone"))
+    client.force_login(viewer)
+    response = client.get(url(db))
+    assert response.status_code == 200 and "not an Alembic project" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "who,status", [("viewer", 200), ("engineer", 200), ("lead", 200), ("outsider", 403)]
+)
+def test_it_checks_the_role(client, db, request, who, status):
+    database = make_database()
+    client.force_login(request.getfixturevalue(who))
+    assert client.get(url(database)).status_code == status
+
+
+def test_it_rejects_post(client, viewer):
+    db = make_database()
+    client.force_login(viewer)
+    assert client.post(url(db)).status_code == 405
+
+
+def test_an_unknown_database_is_404(client, viewer):
+    client.force_login(viewer)
+    assert client.get(reverse("schema-history", args=["nope"])).status_code == 404
