@@ -57,6 +57,8 @@ def pg_cluster() -> Iterator[Cluster]:
 def django_db_modify_db_settings(pg_cluster: Cluster) -> None:
     from django.conf import settings
 
+    # The cast logs in hundreds of times; a slow password hash only slows the tests.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATABASES["default"].update(
         HOST=pg_cluster.host,
         PORT=str(pg_cluster.port),
