@@ -35,6 +35,8 @@ def _secret(path: Path) -> str:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # As gunicorn binds: connections of an earlier run in TIME_WAIT do not make it busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -88,6 +90,11 @@ class Stack:
         return proc
 
     def start(self) -> None:
+        if not _port_is_free(self.web_port):
+            raise SystemExit(
+                f"127.0.0.1:{self.web_port} is taken (another Runway?); "
+                "choose another port: RUNWAY_PORT=8001 make demo"
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o755)
         say(f"PostgreSQL: private cluster in {self.home / 'pg'}")
@@ -177,8 +184,6 @@ class Stack:
             ],
             env,
         )
-        if not _port_is_free(self.web_port):
-            raise SystemExit(f"127.0.0.1:{self.web_port} is taken; run with --port N")
         self.spawn(
             "web",
             [

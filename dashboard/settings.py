@@ -118,4 +118,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("RUNWAY_LOG_LEVEL", "INFO")},
+    "loggers": {"alembic": {"level": "WARNING"}},
 }
