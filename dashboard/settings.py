@@ -113,6 +113,13 @@ CELERY_TIMEZONE = TIME_ZONE
 RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
 
+CELERY_BEAT_SCHEDULE = {
+    "check-all-connections": {
+        "task": "dashboard.databases.tasks.check_all_connections",
+        "schedule": RUNWAY_HEALTH_CHECK_MINUTES * 60.0,
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -69,5 +69,9 @@ def role_required(
 def grant(user: AbstractBaseUser, role: Role) -> None:
     group, _ = Group.objects.get_or_create(name=role.label)
     user.groups.add(group)  # type: ignore[attr-defined]
+    if role == Role.ADMIN:
+        # Admins manage users and settings in Django's admin, which needs staff status.
+        user.is_staff = user.is_superuser = True  # type: ignore[attr-defined]
+        user.save(update_fields=["is_staff", "is_superuser"])
     if hasattr(user, "_runway_role"):
         del user._runway_role

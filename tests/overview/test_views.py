@@ -26,7 +26,7 @@ def test_it_shows_each_database_with_revision_pending_and_status(client, viewer)
     row = row_of(client.get(URL).content.decode(), db.name)
     assert "Production" in row and "0016" in row
     assert "4 pending" in row
-    assert "Connected" in row and "ago" in row
+    assert "Connected" in row and "just now" in row
 
 
 def test_a_failed_latest_check_shows_beside_the_last_known_revision(client, viewer):

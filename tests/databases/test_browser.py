@@ -1,0 +1,48 @@
+"""In Chromium: an engineer registers a database and watches the worker's connection test land."""
+
+import pytest
+
+from dashboard.databases.models import ManagedDatabase
+from helpers import TARGET_PASSWORD_ENV
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def log_in(page, live_server, username):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_an_engineer_registers_a_database_and_sees_the_connection_result(
+    page, live_server, celery_worker, make_target, engineer, artifacts
+):
+    dsn = make_target()
+    log_in(page, live_server, "erin")
+    page.get_by_role("link", name="Register a database").click()
+    page.fill("#id_name", "analyticbot")
+    page.select_option("#id_environment", "production")
+    page.fill("#id_dsn", dsn.replace("app_owner", "app_owner password=oops"))
+    page.fill("#id_password_ref", f"env:{TARGET_PASSWORD_ENV}")
+    page.fill("#id_script_location", "migrations_target")
+    page.fill("#id_critical_tables", "users, payments")
+    page.get_by_role("button", name="Register").click()
+    assert page.get_by_text("contains a password").is_visible()
+    assert "oops" not in page.input_value("#id_dsn")
+    page.screenshot(path=artifacts / "register-error.png", full_page=True)
+
+    page.fill("#id_dsn", dsn)
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_url(f"{live_server.url}/databases/analyticbot/")
+    # The first check was queued on registration; htmx polls until the worker's result lands.
+    page.locator(".check .badge", has_text="Connected").wait_for(timeout=20_000)
+    assert "0016" in page.locator(".check").inner_text()
+
+    with page.expect_response(lambda r: "test-connection" in r.url):
+        page.get_by_role("button", name="Test connection").click()
+    page.locator(".check .badge", has_text="Connected").wait_for(timeout=20_000)
+    checks = ManagedDatabase.objects.get(name="analyticbot").checks.all()
+    assert [c.state for c in checks] == ["ok", "ok"]
+    page.screenshot(path=artifacts / "database-detail.png", full_page=True)
