@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.databases",
     "dashboard.schema",
+    "dashboard.backups",
     "dashboard.overview",
 ]
 
@@ -112,6 +113,22 @@ CELERY_TIMEZONE = TIME_ZONE
 # Managed databases
 RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
+
+# Backups: where they go, how they are sealed. The passphrase is required to take a backup; keep
+# it (and a copy of it) outside Runway: it is all a restore with stock tools needs.
+RUNWAY_BACKUP_STORAGE = env("RUNWAY_BACKUP_STORAGE", f"file://{BASE_DIR / '.runway' / 'backups'}")
+RUNWAY_BACKUP_PASSPHRASE = env("RUNWAY_BACKUP_PASSPHRASE")
+RUNWAY_BACKUP_FORMAT = env("RUNWAY_BACKUP_FORMAT", "custom")
+RUNWAY_BACKUP_COMPRESSION = env("RUNWAY_BACKUP_COMPRESSION", "zstd")
+RUNWAY_BACKUP_ZSTD_LEVEL = envint("RUNWAY_BACKUP_ZSTD_LEVEL", 1)
+RUNWAY_S3_ENDPOINT_URL = env("RUNWAY_S3_ENDPOINT_URL") or None
+RUNWAY_S3_REGION = env("RUNWAY_S3_REGION", "us-east-1")
+RUNWAY_S3_ACCESS_KEY_ID = env("RUNWAY_S3_ACCESS_KEY_ID") or None
+RUNWAY_S3_SECRET_ACCESS_KEY = env("RUNWAY_S3_SECRET_ACCESS_KEY") or None
+# Validation restores into a scratch database: on this server (a maintenance DSN of a role with
+# CREATEDB) when set, else on the source database's own server with the source's credentials.
+RUNWAY_SCRATCH_DSN = env("RUNWAY_SCRATCH_DSN")
+RUNWAY_SCRATCH_PASSWORD_REF = env("RUNWAY_SCRATCH_PASSWORD_REF")
 
 CELERY_BEAT_SCHEDULE = {
     "check-all-connections": {

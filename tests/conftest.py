@@ -270,3 +270,42 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# --- S3 (moto's server: a real HTTP S3 endpoint on loopback) ---
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+S3_ACCESS_KEY = "runway-test-key"
+S3_SECRET_KEY = "runway-test-secret"
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the S3 endpoint."""
+    import boto3
+
+    name = f"backups-{time.monotonic_ns()}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
