@@ -25,6 +25,11 @@ class BackupPolicy(models.Model):
     validate_every_hours = models.PositiveIntegerField(
         default=24, help_text="0 turns scheduled validation off"
     )
+    storage_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="file:///path or s3://bucket/prefix; empty for RUNWAY_BACKUP_STORAGE",
+    )
 
     def __str__(self) -> str:
         return f"backup policy of {self.database}"

@@ -55,6 +55,7 @@ class Migration(migrations.Migration):
                 ('rpo_hours', models.PositiveIntegerField(default=24, help_text='A backup older than this breaks the policy', verbose_name='RPO (hours)')),
                 ('backup_every_hours', models.PositiveIntegerField(default=24, help_text='0 turns scheduled backups off')),
                 ('validate_every_hours', models.PositiveIntegerField(default=24, help_text='0 turns scheduled validation off')),
+                ('storage_url', models.CharField(blank=True, help_text='file:///path or s3://bucket/prefix; empty for RUNWAY_BACKUP_STORAGE', max_length=500)),
                 ('database', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='backup_policy', to='databases.manageddatabase')),
             ],
         ),
