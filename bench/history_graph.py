@@ -105,6 +105,37 @@ def median_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     return times[0], statistics.median(times)
 
 
+def render_page(folder: Path) -> str:
+    """The history page's HTML as the view renders it, with nothing cached."""
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    import django
+
+    django.setup()
+    from django.template.loader import render_to_string
+
+    from dashboard.databases.models import ManagedDatabase
+    from dashboard.schema.graph import draw
+    from dashboard.schema.status import Status
+
+    tree = read_scripts(folder)
+    result = history(tree, [tree.order[len(tree.order) // 2]])
+    data = result.to_json()
+    db = ManagedDatabase(name="bench", environment="production", script_location=str(folder))
+    context = {
+        "db": db,
+        "check": None,
+        "latest": None,
+        "status": Status(result, known=True),
+        "data": data,
+        "rows": draw(data["revisions"]),
+    }
+    html = render_to_string("schema/history.html", context)
+    assert html.count("data-rev=") == len(tree.revisions)
+    return html
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--revisions", type=int, default=300)
@@ -148,12 +179,15 @@ def main() -> None:
         assert len(alembic_walk()) == stats["revisions"]
         al_first, al_median = median_ms(alembic_walk, args.runs)
 
+        page_first, page_median = median_ms(lambda: render_page(folder), args.runs)
+
         print(f"{'':44} {'first':>9} {'median':>9}")
         rows = [
             ("read_scripts", read_first, read_median),
             ("history + to_json", hist_first, hist_median),
             ("read_scripts + history + to_json (page)", total_first, total_median),
             ("alembic ScriptDirectory + walk_revisions", al_first, al_median),
+            ("whole history page, template and SVG (cold)", page_first, page_median),
         ]
         for label, first, median in rows:
             print(f"{label:44} {first:7.1f}ms {median:7.1f}ms")
