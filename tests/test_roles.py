@@ -1,0 +1,73 @@
+"""Every view of Runway checks the role on the server: each URL, each role, one table.
+
+A new URL that is not in ACCESS fails `test_every_url_is_in_the_access_table`, so no view
+ships without its role being decided and tested here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from helpers import make_database
+
+RANK = {"anonymous": 0, "outsider": 0, "viewer": 1, "engineer": 2, "lead": 3, "admin_user": 4}
+NEEDED = {"viewer": 1, "engineer": 2, "lead": 3, "admin": 4}
+
+# url name -> (method, role needed, kwargs builder)
+ACCESS: dict[str, tuple[str, str]] = {
+    "overview": ("GET", "viewer"),
+    "audit-events": ("GET", "viewer"),
+    "database-register": ("GET", "engineer"),
+    "database-detail": ("GET", "viewer"),
+    "database-edit": ("GET", "engineer"),
+    "database-test": ("POST", "engineer"),
+    "database-check": ("GET", "viewer"),
+    "schema-history": ("GET", "viewer"),
+}
+PUBLIC = {"login", "logout"}
+
+
+def _names(resolver: URLResolver, prefix: str = "") -> set[str]:
+    names: set[str] = set()
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            if entry.app_name == "admin":
+                continue  # Django's admin: staff only, tested in tests/databases/test_admin.py
+            names |= _names(entry)
+        elif isinstance(entry, URLPattern) and entry.name:
+            names.add(entry.name)
+    return names
+
+
+def test_every_url_is_in_the_access_table():
+    unknown = _names(get_resolver()) - set(ACCESS) - PUBLIC
+    assert not unknown, f"decide and test the role for: {sorted(unknown)}"
+
+
+def _url(name: str) -> str:
+    from dashboard.databases.models import ConnectionCheck, ManagedDatabase
+
+    db = ManagedDatabase.objects.first() or make_database()
+    kwargs: dict[str, object] = {}
+    if name.startswith(("database-", "schema-")) and name != "database-register":
+        kwargs["name"] = db.name
+    if name == "database-check":
+        kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(ACCESS))
+@pytest.mark.parametrize("who", sorted(RANK))
+def test_each_role_gets_exactly_what_it_may(client, db, request, name, who):
+    method, needed = ACCESS[name]
+    if who != "anonymous":
+        client.force_login(request.getfixturevalue(who))
+    url = _url(name)
+    response = client.get(url) if method == "GET" else client.post(url)
+    if who == "anonymous":
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    elif RANK[who] >= NEEDED[needed]:
+        assert response.status_code in (200, 302), response.status_code
+    else:
+        assert response.status_code == 403
