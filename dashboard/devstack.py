@@ -66,12 +66,19 @@ class Stack:
     def env(self, redis_url: str) -> dict[str, str]:
         assert self.cluster is not None
         own_password = _secret(self.home / "secrets" / "runway-db.password")
+        _secret(self.home / "secrets" / "backup-passphrase")
         return {
             **os.environ,
             "DATABASE_URL": self.cluster.url("runway", RUNWAY_ROLE, own_password),
             "CELERY_BROKER_URL": redis_url,
             "RUNWAY_DEBUG": os.environ.get("RUNWAY_DEBUG", "1"),
             "RUNWAY_SECRET_KEY": _secret(self.home / "secrets" / "django-secret-key"),
+            # Backups go to a folder under the demo's home, sealed with a passphrase kept beside
+            # them (in production, keep the passphrase far from the backups).
+            "RUNWAY_BACKUP_STORAGE": os.environ.get(
+                "RUNWAY_BACKUP_STORAGE", f"file://{self.home / 'backups'}"
+            ),
+            "RUNWAY_BACKUP_PASSPHRASE_FILE": str(self.home / "secrets" / "backup-passphrase"),
             "PYTHONUNBUFFERED": "1",
         }
 

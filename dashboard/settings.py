@@ -135,6 +135,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.databases.tasks.check_all_connections",
         "schedule": RUNWAY_HEALTH_CHECK_MINUTES * 60.0,
     },
+    "prune-backups": {
+        "task": "dashboard.backups.tasks.prune_backups",
+        "schedule": 24 * 3600.0,
+    },
+    "reap-stale-backups": {
+        "task": "dashboard.backups.tasks.reap_stale_backups",
+        "schedule": 5 * 60.0,
+    },
 }
 
 LOGGING = {

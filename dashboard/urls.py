@@ -6,6 +6,7 @@ urlpatterns = [
     path("accounts/", include("dashboard.accounts.urls")),
     path("databases/", include("dashboard.databases.urls")),
     path("databases/", include("dashboard.schema.urls")),
+    path("databases/", include("dashboard.backups.urls")),
     path("audit/", include("dashboard.audit.urls")),
     path("admin/", admin.site.urls),
 ]

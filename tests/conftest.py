@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import (
+    BACKUP_PASSPHRASE,
     ROOT,
     TARGET_PASSWORD,
     TARGET_PASSWORD_ENV,
@@ -169,17 +170,44 @@ def broker(redis_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: Any, broker: str, pg_cluster: Cluster) -> Iterator[Path]:
-    """A real ``celery worker`` process on the real broker, writing to the test database."""
+def backup_passphrase_file() -> Iterator[Path]:
+    """The backup passphrase in a 0600 file, as RUNWAY_BACKUP_PASSPHRASE_FILE gives it."""
+    folder = Path(tempfile.mkdtemp(prefix="runway-passphrase-"))
+    path = folder / "passphrase"
+    path.write_text(BACKUP_PASSPHRASE + "\n")
+    path.chmod(0o600)
+    yield path
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    django_db_setup: Any,
+    broker: str,
+    pg_cluster: Cluster,
+    s3_endpoint: str,
+    backup_passphrase_file: Path,
+) -> dict[str, str]:
+    """The environment of a worker process writing to the test database."""
     from django.conf import settings
 
-    redis_url = broker
     db = settings.DATABASES["default"]
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": pg_cluster.url(db["NAME"]),
-        "CELERY_BROKER_URL": redis_url,
+        "CELERY_BROKER_URL": broker,
+        # Backups: each test picks its store through BackupPolicy.storage_url.
+        "RUNWAY_BACKUP_PASSPHRASE_FILE": str(backup_passphrase_file),
+        "RUNWAY_S3_ENDPOINT_URL": s3_endpoint,
+        "RUNWAY_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "RUNWAY_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
     }
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env: dict[str, str]) -> Iterator[Path]:
+    """A real ``celery worker`` process on the real broker, writing to the test database."""
+    env = worker_env
     log = Path(tempfile.mkdtemp(prefix="runway-worker-")) / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

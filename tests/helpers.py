@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,51 @@ def linear(folder: Path, count: int) -> Path:
         write_revision(folder, rev, down)
         down = rev
     return folder
+
+
+# --- Backups ---
+
+S3_ACCESS_KEY = "runway-test-key"  # the same as conftest's: the moto server accepts any
+S3_SECRET_KEY = "runway-test-secret"
+BACKUP_PASSPHRASE = "correct horse battery staple"
+
+
+def s3_client(endpoint: str, **kwargs: Any) -> Any:
+    """A plain boto3 client on the test S3 endpoint (no Runway code in between)."""
+    import boto3
+
+    kwargs.setdefault("aws_access_key_id", S3_ACCESS_KEY)
+    kwargs.setdefault("aws_secret_access_key", S3_SECRET_KEY)
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **kwargs)
+
+
+def scratch_databases(cluster: Any) -> list[str]:
+    """Validation scratch databases present on the cluster (there should be none left)."""
+    import psycopg
+
+    with psycopg.connect(cluster.dsn()) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'runway_scratch_%'"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+@contextmanager
+def nearly_full_disk(folder: Path, free: int = 32 * 1024) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted on ``folder`` with about ``free`` bytes left (needs root, which CI
+    is); skips the test where mounting is not permitted."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        (folder / "filler").write_bytes(b"\0" * (1024 * 1024 - free))
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-
 from helpers import make_database
 
 RANK = {"anonymous": 0, "outsider": 0, "viewer": 1, "engineer": 2, "lead": 3, "admin_user": 4}
@@ -24,6 +23,11 @@ ACCESS: dict[str, tuple[str, str]] = {
     "database-test": ("POST", "engineer"),
     "database-check": ("GET", "viewer"),
     "schema-history": ("GET", "viewer"),
+    "backup-status": ("GET", "viewer"),
+    "backup-detail": ("GET", "viewer"),
+    "backup-run": ("POST", "engineer"),
+    "backup-validate": ("POST", "engineer"),
+    "backup-policy": ("GET", "lead"),
 }
 PUBLIC = {"login", "logout"}
 
@@ -50,8 +54,12 @@ def _url(name: str) -> str:
 
     db = ManagedDatabase.objects.first() or make_database()
     kwargs: dict[str, object] = {}
-    if name.startswith(("database-", "schema-")) and name != "database-register":
+    if name.startswith(("database-", "schema-", "backup-")) and name != "database-register":
         kwargs["name"] = db.name
+    if name in ("backup-detail", "backup-validate"):
+        from dashboard.backups.models import Backup
+
+        kwargs["backup_id"] = Backup.objects.create(database=db, state="completed").pk
     if name == "database-check":
         kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
     return reverse(name, kwargs=kwargs)

@@ -4,3 +4,22 @@ from django.apps import AppConfig
 class BackupsConfig(AppConfig):
     name = "dashboard.backups"
     label = "backups"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from dashboard.databases.models import ManagedDatabase
+
+        post_save.connect(_schedule_new_database, sender=ManagedDatabase, dispatch_uid="schedules")
+
+
+def _schedule_new_database(
+    sender: object, instance: object, created: bool, **kwargs: object
+) -> None:
+    """A newly registered database gets its backup and validation schedules at once."""
+    if created:
+        from dashboard.backups import schedules
+        from dashboard.backups.models import BackupPolicy
+
+        # The default policy, unsaved: a policy row exists only once a lead changes it.
+        schedules.sync(instance, BackupPolicy(database=instance))  # type: ignore[arg-type, misc]

@@ -79,7 +79,12 @@ class Backup(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     progress_bytes = models.BigIntegerField(default=0)
     revision = models.CharField(max_length=200, blank=True, help_text="Alembic revision at dump")
-    row_counts = models.JSONField(default=dict, blank=True, help_text="critical tables, same snapshot")
+    row_counts = models.JSONField(
+        default=dict, blank=True, help_text="critical tables, same snapshot"
+    )
+    facts = models.JSONField(
+        default=dict, blank=True, help_text="the seed's user/plan query, same snapshot"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -127,6 +132,7 @@ class Validation(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     scratch_database = models.CharField(max_length=63, blank=True)
     restore_s = models.FloatField(null=True, blank=True)

@@ -57,6 +57,7 @@ def perform(check_id: int) -> ConnectionCheck | None:
         check.server_version = result.server_version
         check.current_revisions = result.current_revisions
         check.latency_ms = result.latency_ms
+        check.wal = result.wal
         check.finished_at = timezone.now()
         check.save()
         record(

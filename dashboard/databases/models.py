@@ -94,6 +94,9 @@ class ConnectionCheck(models.Model):
     server_version = models.CharField(max_length=40, blank=True)
     current_revisions = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
+    wal = models.JSONField(
+        default=dict, blank=True, help_text="WAL archiving as read by the check (lib.pg.read_wal)"
+    )
 
     class Meta:
         ordering = ["-requested_at"]

@@ -6,13 +6,18 @@ Errors are classified into a small set of problems, each with a message a person
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from psycopg import conninfo, errors
+from psycopg import conninfo, errors, sql
 
 PROBLEM_MESSAGES = {
     "malformed_dsn": "The connection string cannot be parsed",
@@ -91,6 +96,7 @@ class Probe:
     server_version: str = ""
     current_revisions: list[str] = field(default_factory=list)
     latency_ms: float | None = None
+    wal: dict[str, Any] = field(default_factory=dict)
 
 
 def classify(exc: Exception) -> str:
@@ -126,8 +132,62 @@ def _first_line(exc: Exception) -> str:
     return "; ".join(lines[:2]) or exc.__class__.__name__
 
 
+_WAL_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_library")
+_ARCHIVER_COLUMNS = (
+    "archived_count",
+    "last_archived_wal",
+    "last_archived_time",
+    "failed_count",
+    "last_failed_wal",
+    "last_failed_time",
+    "stats_reset",
+)
+
+
+def read_wal(conn: psycopg.Connection) -> dict[str, Any]:
+    """WAL archiving as the server reports it, as JSON values; never fails the probe.
+
+    Settings come from ``pg_settings``, which omits what the role may not read (then the value is
+    None). Only the presence of ``archive_command`` is kept: its text may hold credentials.
+    ``pg_stat_archiver`` may be unreadable for the role; ``archiver_error`` then says why.
+    """
+    wal: dict[str, Any] = dict.fromkeys(("wal_level", "archive_mode", "archive_command_set"))
+    settings: dict[str, str]
+    try:
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(_WAL_SETTINGS)]
+            ).fetchall()
+        )
+        wal["in_recovery"] = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+    except psycopg.Error as exc:
+        wal["settings_error"] = _first_line(exc)
+        settings = {}
+    wal["wal_level"] = settings.get("wal_level")
+    wal["archive_mode"] = settings.get("archive_mode")
+    if "archive_command" in settings or "archive_library" in settings:
+        command = (settings.get("archive_command") or "").strip()
+        wal["archive_command_set"] = bool(
+            (command and command != "(disabled)") or settings.get("archive_library")
+        )
+    try:
+        row = conn.execute(
+            f"SELECT {', '.join(_ARCHIVER_COLUMNS)} FROM pg_stat_archiver"
+        ).fetchone()
+    except psycopg.Error as exc:
+        wal["archiver"] = None
+        wal["archiver_error"] = _first_line(exc)
+    else:
+        values = dict(zip(_ARCHIVER_COLUMNS, row or (), strict=False))
+        wal["archiver"] = {
+            k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in values.items()
+        }
+    return wal
+
+
 def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
-    """Connect, read the server version and ``alembic_version``; classify any failure."""
+    """Connect, read the server version, WAL archiving and ``alembic_version``; classify any
+    failure."""
     try:
         parse_dsn(dsn)
     except BadDsn as exc:
@@ -137,6 +197,7 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
         with connect(dsn, password, timeout=timeout) as conn:
             latency = (time.monotonic() - started) * 1000
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            wal = read_wal(conn)
             try:
                 rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
             except errors.UndefinedTable:
@@ -147,6 +208,7 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
                     + ". Run `alembic stamp <revision>` on it, or pick the right database.",
                     server_version=version,
                     latency_ms=latency,
+                    wal=wal,
                 )
     except psycopg.Error as exc:
         problem = classify(exc)
@@ -156,4 +218,333 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
         server_version=version,
         current_revisions=sorted(row[0] for row in rows),
         latency_ms=latency,
+        wal=wal,
     )
+
+
+# --- Client tools: pg_dump, pg_restore, psql; snapshots; integrity queries ---
+#
+# Each tool is the one of the server's major version (``/usr/lib/postgresql/<major>/bin``), found
+# from the server's ``server_version_num``; the password reaches it only through PGPASSWORD in
+# the subprocess's environment, never its arguments. Tools get a minimal environment: none of the
+# worker's other secrets.
+
+_TOOL_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME")
+_TOOL_DIRS = Path("/usr/lib/postgresql")
+_TRANSIENT_TOOL_MARKERS = (
+    "could not connect",
+    "connection refused",
+    "could not translate host name",
+    "no route to host",
+    "network is unreachable",
+    "timeout expired",
+    "server closed the connection unexpectedly",
+    "connection to server",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "too many connections",
+)
+
+
+class ToolFailed(RuntimeError):
+    """A PostgreSQL client tool failed; the message summarises its stderr (never a secret)."""
+
+    def __init__(self, tool: str, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.transient = transient
+
+
+def client_tool(name: str, server_version_num: int | None = None) -> str:
+    """The path of ``name`` (pg_dump, pg_restore, psql) matching the server's major version.
+
+    The same major when installed, else the oldest newer one (newer clients read older servers),
+    else whatever ``PATH`` has.
+    """
+    if server_version_num:
+        major = server_version_num // 10000
+        installed = sorted(
+            int(p.parent.parent.name)
+            for p in _TOOL_DIRS.glob(f"*/bin/{name}")
+            if p.parent.parent.name.isdigit()
+        )
+        for candidate in [m for m in installed if m == major] + [m for m in installed if m > major]:
+            return str(_TOOL_DIRS / str(candidate) / "bin" / name)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolFailed(name, f"{name} is not installed (apt-get install postgresql-client).")
+
+
+def tool_env(password: str | None, *, options: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _TOOL_ENV or k.startswith("LC_")}
+    if password:
+        env["PGPASSWORD"] = password
+    if options:
+        env["PGOPTIONS"] = options
+    return env
+
+
+def tool_conninfo(dsn: str, *, dbname: str | None = None, timeout: int = 10) -> str:
+    """A conninfo string for a tool's ``--dbname``: never with a password in it."""
+    params = parse_dsn(dsn)
+    if dbname:
+        params["dbname"] = dbname
+    params.setdefault("connect_timeout", str(timeout))
+    params.setdefault("application_name", "runway")
+    return conninfo.make_conninfo(**params)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    params = parse_dsn(dsn)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo(**params)
+
+
+def explain_tool(tool: str, returncode: int, stderr: str) -> ToolFailed:
+    """A ToolFailed naming what went wrong, from a tool's exit code and stderr."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    wanted = [
+        line for line in lines if re.search(r"\b(error|fatal|FATAL|ERROR|could not)\b", line)
+    ] or lines
+    summary = "; ".join(" ".join(_strip_prefix(tool, line).split()) for line in wanted[:3])[:600]
+    summary = redact(summary) or (
+        f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
+    )
+    text = stderr.lower()
+    transient = any(marker in text for marker in _TRANSIENT_TOOL_MARKERS) and not (
+        "password authentication failed" in text or "permission denied" in text
+    )
+    return ToolFailed(tool, f"{tool} failed: {summary}", transient=transient)
+
+
+def _strip_prefix(tool: str, line: str) -> str:
+    for prefix in (f"{tool}: ", "error: ", "pg_restore: ", "pg_dump: "):
+        line = line.removeprefix(prefix)
+    return line
+
+
+def pg_dump(
+    dsn: str,
+    password: str | None,
+    *,
+    snapshot: str | None,
+    fmt: str = "custom",
+    directory: Path | None = None,
+    jobs: int = 1,
+    server_version: int | None = None,
+    stdout: Any = None,
+    stderr: Any = None,
+) -> subprocess.Popen:
+    """Start pg_dump: custom format to ``stdout`` uncompressed (compression is a later stage),
+    or directory format into ``directory`` with ``jobs`` workers; in ``snapshot`` when given."""
+    argv = [client_tool("pg_dump", server_version), "--dbname", tool_conninfo(dsn)]
+    argv += ["--no-password", "--compress=0"]
+    if snapshot:
+        argv += ["--snapshot", snapshot]
+    if fmt == "custom":
+        argv += ["--format=custom"]
+    elif fmt == "directory":
+        if directory is None:
+            raise ValueError("the directory format needs a directory")
+        argv += ["--format=directory", "--jobs", str(jobs), "--file", str(directory)]
+    else:
+        raise ValueError(f"unknown dump format {fmt!r}")
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=tool_env(password)
+    )
+
+
+def pg_restore(
+    dsn: str,
+    password: str | None,
+    *,
+    source: Path | None = None,
+    jobs: int = 1,
+    server_version: int | None = None,
+    stdin: Any = None,
+    stderr: Any = None,
+    options: str = "",
+) -> subprocess.Popen:
+    """Start pg_restore into ``dsn``'s database without owners or privileges, stopping at the
+    first error: from ``stdin`` (custom format) when ``source`` is None, else from ``source``."""
+    argv = [client_tool("pg_restore", server_version), "--dbname", tool_conninfo(dsn)]
+    argv += ["--no-password", "--no-owner", "--no-privileges", "--exit-on-error"]
+    if source is None:
+        argv += ["--format=custom"]
+    else:
+        argv += ["--jobs", str(jobs), str(source)]
+    return subprocess.Popen(
+        argv,
+        stdin=stdin if source is None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=tool_env(password, options=options),
+    )
+
+
+def psql(
+    dsn: str, password: str | None, sql_text: str, *, server_version: int | None = None
+) -> str:
+    """Run ``sql_text`` with psql (stop at the first error); return its unaligned output."""
+    argv = [client_tool("psql", server_version), "--dbname", tool_conninfo(dsn)]
+    argv += ["--no-password", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-At", "-f", "-"]
+    done = subprocess.run(
+        argv, input=sql_text, capture_output=True, text=True, env=tool_env(password)
+    )
+    if done.returncode != 0:
+        raise explain_tool("psql", done.returncode, done.stderr)
+    return done.stdout
+
+
+def export_snapshot(conn: psycopg.Connection) -> str:
+    """Open a REPEATABLE READ, READ ONLY transaction on ``conn`` and export its snapshot.
+
+    The snapshot stays importable (``pg_dump --snapshot``) while the transaction is open: keep
+    ``conn`` open and its transaction uncommitted until the tool has started."""
+    if conn.autocommit:
+        raise ValueError("export_snapshot needs a connection with autocommit off")
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    return str(row[0])  # type: ignore[index]
+
+
+class MissingTables(ValueError):
+    pass
+
+
+def _table_ident(name: str) -> sql.Identifier:
+    return sql.Identifier(*name.split(".", 1))
+
+
+def check_tables(conn: psycopg.Connection, tables: list[str]) -> None:
+    """MissingTables naming each of ``tables`` that does not exist (no error in the transaction)."""
+    missing = [
+        name
+        for name in tables
+        if conn.execute("SELECT to_regclass(%s)", (_quoted(name),)).fetchone()[0] is None  # type: ignore[index]
+    ]
+    if missing:
+        raise MissingTables(
+            "The critical table(s) " + ", ".join(missing) + " do not exist in the database: "
+            "fix the managed database's critical tables."
+        )
+
+
+def _quoted(name: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split(".", 1))
+
+
+def row_counts(conn: psycopg.Connection, tables: list[str]) -> dict[str, int]:
+    """Exact ``count(*)`` of each table, in the transaction (and snapshot) ``conn`` has open."""
+    counts = {}
+    for name in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(_table_ident(name))
+        counts[name] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+    return counts
+
+
+def alembic_revision(conn: psycopg.Connection) -> str:
+    """The ``alembic_version`` revision(s), comma-joined; "" when there is no such table."""
+    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:  # type: ignore[index]
+        return ""
+    rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY 1").fetchall()
+    return ",".join(str(row[0]) for row in rows)
+
+
+USERS_QUERY = (
+    "SELECT COUNT(*) AS user_count, COUNT(DISTINCT plan_id) AS plan_count, "
+    "MAX(created_at) AS latest_user FROM users"
+)
+
+
+def users_summary(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """The seed's user/plan query, or None when the database has no users(plan_id, created_at)."""
+    has = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('users') "
+        "AND attname IN ('plan_id', 'created_at') AND NOT attisdropped"
+    ).fetchone()[0]  # type: ignore[index]
+    if has != 2:
+        return None
+    user_count, plan_count, latest = conn.execute(USERS_QUERY).fetchone()  # type: ignore[misc]
+    return {
+        "user_count": int(user_count),
+        "plan_count": int(plan_count),
+        "latest_user": latest.isoformat() if latest is not None else None,
+    }
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    schema: str = "public"
+    ref_schema: str = "public"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.table}({', '.join(self.columns)}) -> "
+            f"{self.ref_table}({', '.join(self.ref_columns)})"
+        )
+
+
+_FOREIGN_KEYS = """
+SELECT c.conname, n.nspname, t.relname, rn.nspname, rt.relname,
+       ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(num, i)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num ORDER BY k.i),
+       ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(num, i)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i)
+FROM pg_constraint c
+JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_class rt ON rt.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = rt.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname, t.relname, c.conname
+"""
+
+
+def foreign_keys(conn: psycopg.Connection) -> list[ForeignKey]:
+    return [
+        ForeignKey(
+            name=row[0],
+            schema=row[1],
+            table=row[2],
+            ref_schema=row[3],
+            ref_table=row[4],
+            columns=tuple(row[5]),
+            ref_columns=tuple(row[6]),
+        )
+        for row in conn.execute(_FOREIGN_KEYS).fetchall()
+    ]
+
+
+def orphan_count(conn: psycopg.Connection, fk: ForeignKey) -> int:
+    """Rows of ``fk.table`` whose key (all columns set, MATCH SIMPLE) has no referenced row."""
+    child = [sql.SQL("c.{}").format(sql.Identifier(col)) for col in fk.columns]
+    parent = [sql.SQL("p.{}").format(sql.Identifier(col)) for col in fk.ref_columns]
+    query = sql.SQL(
+        "SELECT count(*) FROM {child} AS c WHERE {set} AND NOT EXISTS "
+        "(SELECT 1 FROM {parent} AS p WHERE {match})"
+    ).format(
+        child=sql.Identifier(fk.schema, fk.table),
+        parent=sql.Identifier(fk.ref_schema, fk.ref_table),
+        set=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in child),
+        match=sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(p, c) for p, c in zip(parent, child, strict=True)
+        ),
+    )
+    return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+
+
+def create_database(conn: psycopg.Connection, name: str) -> None:
+    """CREATE DATABASE ``name`` (from template0) over an autocommit ``conn``."""
+    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    """DROP DATABASE IF EXISTS ``name`` WITH (FORCE): its sessions are ended first."""
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

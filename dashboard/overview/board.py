@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dashboard.backups.status import BackupStatus, statuses
 from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
 from dashboard.schema.status import Status, status_of
 
@@ -14,6 +15,7 @@ class Row:
     latest: ConnectionCheck | None
     last_good: ConnectionCheck | None
     status: Status
+    backups: BackupStatus
 
 
 def _latest_per_database(**filters: object) -> dict[int, ConnectionCheck]:
@@ -29,6 +31,8 @@ def board() -> list[Row]:
     dbs = list(ManagedDatabase.objects.all())
     latest = _latest_per_database()
     good = _latest_per_database(state=CheckState.OK)
+    backups = statuses(dbs)
     return [
-        Row(db, latest.get(db.pk), good.get(db.pk), status_of(db, good.get(db.pk))) for db in dbs
+        Row(db, latest.get(db.pk), good.get(db.pk), status_of(db, good.get(db.pk)), backups[db.pk])
+        for db in dbs
     ]

@@ -1,9 +1,9 @@
 import pytest
 from django.urls import reverse
+from helpers import TARGET_PASSWORD_ENV, make_database
 
 from dashboard.audit.models import AuditEvent
 from dashboard.databases.models import ManagedDatabase
-from helpers import TARGET_PASSWORD_ENV, make_database
 
 ADD = reverse("admin:databases_manageddatabase_add")
 

@@ -1,9 +1,9 @@
 """In Chromium: an engineer registers a database and watches the worker's connection test land."""
 
 import pytest
+from helpers import TARGET_PASSWORD_ENV
 
 from dashboard.databases.models import ManagedDatabase
-from helpers import TARGET_PASSWORD_ENV
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

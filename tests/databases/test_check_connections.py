@@ -1,7 +1,7 @@
 from django.core.management import call_command
+from helpers import make_database
 
 from dashboard.databases.models import ConnectionCheck
-from helpers import make_database
 
 
 def test_it_queues_a_check_per_database(db, capsys):

@@ -1,9 +1,9 @@
 import psycopg
 import pytest
 from django.core.management import CommandError, call_command
+from helpers import make_database
 
 from dashboard.audit.models import AuditEvent
-from helpers import make_database
 
 
 def test_it_seeds_a_registered_database(make_target, db, pg_cluster, capsys):

@@ -1,8 +1,11 @@
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from helpers import make_database
 
+from dashboard.backups.models import Backup, Validation
 from dashboard.databases.models import ConnectionCheck
 
 URL = reverse("overview")
@@ -84,5 +87,21 @@ def test_its_query_count_does_not_grow_with_databases(client, viewer, django_ass
         checked(db, current_revisions=["0016"])
     client.force_login(viewer)
     client.get(URL)  # warm the script cache
-    with django_assert_num_queries(6):  # session, user, roles, databases, 2 x checks
+    # session, user, roles, databases, 2 x checks, backup policies, last backups, validated ones
+    with django_assert_num_queries(9):
         client.get(URL)
+
+
+def test_the_backups_column_shows_policy_met_or_why_not(client, viewer):
+    met, stale, never = (make_database(name=n) for n in ("met", "stale", "never"))
+    for db, hours in ((met, 2), (stale, 50)):
+        b = Backup.objects.create(
+            database=db, state="completed", started_at=timezone.now() - timedelta(hours=hours)
+        )
+        Validation.objects.create(backup=b, state="passed", finished_at=timezone.now())
+    client.force_login(viewer)
+    body = client.get(URL).content.decode()
+    assert 'b-ok">policy met' in row_of(body, "met")
+    assert 'b-warn">backup 2 days old' in row_of(body, "stale")
+    assert 'b-bad">no backup' in row_of(body, "never")
+    assert reverse("backup-status", args=["never"]) in row_of(body, "never")
