@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -83,7 +84,7 @@ class TransientBackupError(RuntimeError):
 # --- The programs and the pipes between them ---
 
 
-def _widen(pipe: IO[bytes] | None) -> None:
+def widen_pipe(pipe: IO[bytes] | None) -> None:
     """A 1 MiB pipe instead of 64 KiB: fewer context switches between the stages."""
     if pipe is not None:
         with suppress(OSError):
@@ -156,7 +157,7 @@ class Chain:
             err.close()
             raise
         self.stages.append(_Stage(name, proc, err, explain or _generic_explain(name)))
-        _widen(proc.stdout)
+        widen_pipe(proc.stdout)
         return proc
 
     def run(self, name: str, argv: list[str], *, stdin: Any, stdout: Any) -> subprocess.Popen:
@@ -190,6 +191,27 @@ class Chain:
                 raise stage.explain(stage.proc.returncode, stage.stderr())
         last = failed[-1]
         raise last.explain(last.proc.returncode, last.stderr())
+
+
+def scratch_folder(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder named after this process; first removes any such folder of a process
+    that died without removing its own (a worker killed mid directory-format backup leaves a
+    whole dump behind)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def compress_argv(compression: str) -> list[str] | None:
@@ -296,7 +318,7 @@ def request_backup(
         raise ValueError(f"Unknown compression {packing!r}: use {', '.join(Compression.values)}.")
     backup = Backup.objects.create(
         database=db,
-        requested_by=actor if actor is not None and actor.pk else None,
+        requested_by=actor if actor is not None and actor.pk else None,  # type: ignore[misc]
         reason=reason[:200],
         format=fmt,
         compression=packing,
@@ -388,7 +410,7 @@ def _take(backup: Backup, heartbeat: _Heartbeat) -> _Taken:
         chain = stack.enter_context(Chain())
         beat = lambda: heartbeat(0)  # noqa: E731
         if backup.format == DumpFormat.DIRECTORY:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runway-dump-")))
+            folder = Path(stack.enter_context(scratch_folder("runway-dump-")))
             dump_dir = folder / "dump"
             chain.start(
                 "pg_dump",
@@ -631,6 +653,7 @@ def reap_stale(*, now: datetime | None = None, backup_id: int | None = None) -> 
         candidates = candidates.filter(pk=backup_id)
     reaped = []
     for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
+        assert heartbeat is not None  # filtered on it
         since = heartbeat.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         message = WORKER_DIED.format(since=since)
         with transaction.atomic():

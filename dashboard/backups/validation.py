@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import subprocess
-import tempfile
 import threading
 import time
 from contextlib import ExitStack, suppress
@@ -78,7 +77,8 @@ def request_validation(actor: Actor | None, backup: Backup, *, enqueue: bool = T
             "backup can be validated."
         )
     validation = Validation.objects.create(
-        backup=backup, requested_by=actor if actor is not None and actor.pk else None
+        backup=backup,
+        requested_by=actor if actor is not None and actor.pk else None,  # type: ignore[misc]
     )
     record(
         actor,
@@ -262,7 +262,7 @@ def _restore(
             lambda err: opener.decrypt(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err),
             gpg.explain,
         )
-        pipeline._widen(head.stdin)
+        pipeline.widen_pipe(head.stdin)
         feeder = _Feeder(body, head.stdin)
         feeder.start()
         stack.callback(feeder.join)
@@ -288,8 +288,13 @@ def _restore(
 
         try:
             if backup.format == DumpFormat.DIRECTORY:
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runway-")))
-                chain.run("tar", ["tar", "-x", "-C", str(folder)], stdin=head.stdout, stdout=None)
+                folder = Path(stack.enter_context(pipeline.scratch_folder("runway-restore-")))
+                chain.run(
+                    "tar",
+                    ["tar", "-x", "-C", str(folder)],
+                    stdin=head.stdout,
+                    stdout=subprocess.DEVNULL,
+                )
                 chain.wait(tick=heartbeat)
                 restore(folder)
             else:
@@ -437,6 +442,7 @@ def reap_stale(
         candidates = candidates.filter(pk=validation_id)
     reaped = []
     for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
+        assert heartbeat is not None  # filtered on it
         since = heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z")
         message = WORKER_DIED.format(since=since)
         with transaction.atomic():

@@ -22,6 +22,7 @@ from typing import Any
 
 GPG = "gpg"
 GPGCONF = "gpgconf"
+HOME_PREFIX = "runway-gnupg-"
 # A passphrase larger than a pipe's buffer would block the write before gpg starts reading.
 MAX_PASSPHRASE_BYTES = 4096
 COMMON_OPTIONS = (
@@ -109,7 +110,8 @@ class Gpg:
         self.home: Path | None = None
 
     def __enter__(self) -> Gpg:
-        self.home = Path(tempfile.mkdtemp(prefix="runway-gnupg-"))
+        sweep_dead_homes()
+        self.home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
         self.home.chmod(0o700)
         return self
 
@@ -172,6 +174,31 @@ class Gpg:
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
+
+
+def sweep_dead_homes() -> None:
+    """Remove the homes of sessions whose process died without ending them (a killed worker).
+    They hold no secret (the passphrase only ever travels through a pipe), only clutter."""
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name.removeprefix(HOME_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            subprocess.run(
+                [GPGCONF, "--homedir", str(home), "--kill", "gpg-agent"],
+                env=_env(),
+                capture_output=True,
+                check=False,
+            )
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _env() -> dict[str, str]:

@@ -154,7 +154,9 @@ def _call(bucket: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
     except (BotoCoreError, ClientError) as exc:
-        raise explain(exc, bucket, endpoint=fn.__self__.meta.endpoint_url) from exc
+        client = getattr(fn, "__self__", None)
+        endpoint = client.meta.endpoint_url if client is not None else None
+        raise explain(exc, bucket, endpoint=endpoint) from exc
 
 
 def upload(

@@ -1,6 +1,8 @@
 """gpg symmetric AES256, run for real: round trips, a wrong passphrase, the passphrase path."""
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,18 @@ def test_each_session_has_a_private_home_and_leaves_no_agent_behind(tmp_path: Pa
         assert agents_of(home)
     assert not home.exists()
     wait_until(lambda: not agents_of(home), "gpg-agent to exit", timeout=10)
+
+
+def test_a_home_left_by_a_killed_process_is_removed_by_the_next_session() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"{gpg.HOME_PREFIX}{dead.pid}-abcd1234"
+    left.mkdir(mode=0o700)
+    (left / "pubring.kbx").write_bytes(b"")
+    mine = Path(tempfile.mkdtemp(prefix=f"{gpg.HOME_PREFIX}{os.getpid()}-"))
+    try:
+        with gpg.Gpg(PASSPHRASE):
+            assert not left.exists()
+            assert mine.exists()  # this process is alive: its homes stay
+    finally:
+        mine.rmdir()

@@ -49,7 +49,7 @@ class Command(BaseCommand):
             raise CommandError(f"Backup #{done.pk} of {db.name} failed: {done.error}")
         self.stdout.write(f"  stored at   {done.storage_url}")
         self.stdout.write(
-            f"  size        {filesizeformat(done.size_bytes)} ({done.size_bytes} bytes)"
+            f"  size        {filesizeformat(done.size_bytes or 0)} ({done.size_bytes} bytes)"
         )
         self.stdout.write(f"  sha256      {done.sha256}")
         self.stdout.write(f"  revision    {done.revision or '(no alembic_version)'}")
