@@ -129,6 +129,8 @@ RUNWAY_S3_SECRET_ACCESS_KEY = env("RUNWAY_S3_SECRET_ACCESS_KEY") or None
 # CREATEDB) when set, else on the source database's own server with the source's credentials.
 RUNWAY_SCRATCH_DSN = env("RUNWAY_SCRATCH_DSN")
 RUNWAY_SCRATCH_PASSWORD_REF = env("RUNWAY_SCRATCH_PASSWORD_REF")
+# A running backup or validation whose worker has not reported for this long is reaped.
+RUNWAY_BACKUP_STALE_SECONDS = envint("RUNWAY_BACKUP_STALE_SECONDS", 300)
 
 CELERY_BEAT_SCHEDULE = {
     "check-all-connections": {

@@ -641,7 +641,7 @@ def remove_leftovers(backup: Backup, actor: Actor | None = None, *, why: str = "
 
 
 def stale_after() -> timedelta:
-    return timedelta(seconds=getattr(settings, "RUNWAY_BACKUP_STALE_SECONDS", 300))
+    return timedelta(seconds=settings.RUNWAY_BACKUP_STALE_SECONDS)
 
 
 def reap_stale(*, now: datetime | None = None, backup_id: int | None = None) -> list[Backup]:
