@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from dashboard.lib import redis_server
 from dashboard.lib.cluster import Cluster, free_port, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,17 +117,7 @@ class Stack:
         say(f"Redis on 127.0.0.1:{redis_port}")
         self.spawn(
             "redis",
-            [
-                "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            redis_server.command(redis_port),
             dict(os.environ),
         )
         _wait_port(redis_port)

@@ -30,6 +30,7 @@ from helpers import (
     wait_until,
 )
 
+from dashboard.lib import redis_server
 from dashboard.lib.cluster import Cluster, free_port, start_cluster
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -126,17 +127,7 @@ def make_target(pg_cluster: Cluster, target_template: str) -> Iterator[Callable[
 def redis_url() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
+        redis_server.command(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
