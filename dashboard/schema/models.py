@@ -1,0 +1,124 @@
+"""What Runway records about a database's pending revisions: accepted risk findings, preflight
+gate runs and rehearsals. Reports themselves are computed from the scripts (see risk.py)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from dashboard.databases.models import ManagedDatabase
+
+
+class RiskAcceptance(models.Model):
+    """A lead accepted one rule's findings for one revision of one database, with a reason."""
+
+    database = models.ForeignKey(
+        ManagedDatabase, on_delete=models.CASCADE, related_name="risk_acceptances"
+    )
+    revision = models.CharField(max_length=64)
+    rule = models.CharField(max_length=100)
+    comment = models.TextField()
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    accepted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["database", "revision", "rule"], name="one_acceptance_per_rule"
+            )
+        ]
+        ordering = ["revision", "rule"]
+
+    def __str__(self) -> str:
+        return f"{self.database.name} {self.revision} {self.rule}"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Verdict(models.TextChoices):
+    PASS = "pass", "Pass"
+    WARN = "warn", "Warn"
+    FAIL = "fail", "Fail"
+
+
+class GateRun(models.Model):
+    """One run of the pre-migration gates against a database, on a worker."""
+
+    database = models.ForeignKey(ManagedDatabase, on_delete=models.CASCADE, related_name="gate_runs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    # The pending revisions the gates were run for (oldest first) and the target.
+    revisions = models.JSONField(default=list, blank=True)
+    # [{"name", "title", "verdict", "summary", "evidence": {...}}, ...]
+    results = models.JSONField(default=list, blank=True)
+    verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"gates {self.pk} for {self.database.name}"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in (JobState.DONE, JobState.FAILED)
+
+
+class Rehearsal(models.Model):
+    """The pending revisions run on a throw-away copy of the database, timed."""
+
+    class Method(models.TextChoices):
+        TEMPLATE = "template", "CREATE DATABASE … TEMPLATE"
+        BACKUP = "backup", "Restore of the latest validated backup"
+
+    database = models.ForeignKey(
+        ManagedDatabase, on_delete=models.CASCADE, related_name="rehearsals"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    from_revisions = models.JSONField(default=list, blank=True)
+    to_revision = models.CharField(max_length=64, blank=True)
+    # The pending revisions, oldest first, as they were when the rehearsal was requested.
+    revisions = models.JSONField(default=list, blank=True)
+    method = models.CharField(max_length=10, choices=Method.choices, blank=True)
+    backup = models.ForeignKey(
+        "backups.Backup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    copy_seconds = models.FloatField(null=True, blank=True)
+    # [{"revision", "seconds", "lock_wait_ms", "ok", "error"}, ...] in the order run.
+    timings = models.JSONField(default=list, blank=True)
+    total_seconds = models.FloatField(null=True, blank=True)
+    longest_lock_wait_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    drop_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"rehearsal {self.pk} of {self.database.name}"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in (JobState.DONE, JobState.FAILED)
+
+    def timing_of(self, revision: str) -> dict[str, object] | None:
+        return next((t for t in self.timings if t.get("revision") == revision), None)
