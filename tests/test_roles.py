@@ -23,6 +23,13 @@ ACCESS: dict[str, tuple[str, str]] = {
     "database-test": ("POST", "engineer"),
     "database-check": ("GET", "viewer"),
     "schema-history": ("GET", "viewer"),
+    "schema-revision": ("GET", "viewer"),
+    "schema-accept": ("POST", "lead"),
+    "schema-preflight": ("GET", "viewer"),
+    "schema-run-gates": ("POST", "engineer"),
+    "schema-gate-run": ("GET", "viewer"),
+    "schema-rehearse": ("POST", "engineer"),
+    "schema-rehearsal": ("GET", "viewer"),
     "backup-status": ("GET", "viewer"),
     "backup-detail": ("GET", "viewer"),
     "backup-run": ("POST", "engineer"),
@@ -60,6 +67,16 @@ def _url(name: str) -> str:
         from dashboard.backups.models import Backup
 
         kwargs["backup_id"] = Backup.objects.create(database=db, state="completed").pk
+    if name in ("schema-revision", "schema-accept"):
+        kwargs["rev"] = "0017"
+    if name == "schema-gate-run":
+        from dashboard.schema.models import GateRun
+
+        kwargs["run_id"] = GateRun.objects.create(database=db).pk
+    if name == "schema-rehearsal":
+        from dashboard.schema.models import Rehearsal
+
+        kwargs["rehearsal_id"] = Rehearsal.objects.create(database=db).pk
     if name == "database-check":
         kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
     return reverse(name, kwargs=kwargs)
@@ -76,6 +93,7 @@ def test_each_role_gets_exactly_what_it_may(client, db, request, name, who):
     if who == "anonymous":
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
     elif RANK[who] >= NEEDED[needed]:
-        assert response.status_code in (200, 302), response.status_code
+        # 400: the role passed and the (empty) form was refused on its content.
+        assert response.status_code in (200, 302, 400), response.status_code
     else:
         assert response.status_code == 403

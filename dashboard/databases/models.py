@@ -97,6 +97,11 @@ class ConnectionCheck(models.Model):
     wal = models.JSONField(
         default=dict, blank=True, help_text="WAL archiving as read by the check (lib.pg.read_wal)"
     )
+    table_sizes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Table -> [estimated rows, total bytes] as read by the check (risk analysis)",
+    )
 
     class Meta:
         ordering = ["-requested_at"]

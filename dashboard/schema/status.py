@@ -11,7 +11,7 @@ from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatab
 from dashboard.lib import alembic
 
 
-def _fingerprint(path: Path) -> tuple[float, int]:
+def fingerprint(path: Path) -> tuple[float, int]:
     """Changes whenever a revision file is added, removed or edited."""
     versions = path / "versions"
     try:
@@ -30,7 +30,7 @@ def _read_cached(path: str, fingerprint: tuple[float, int]) -> alembic.ScriptTre
 def scripts_of(db: ManagedDatabase) -> alembic.ScriptTree:
     """The database's script tree, re-read only when its versions folder changes."""
     path = db.script_path
-    return _read_cached(str(path), _fingerprint(path))
+    return _read_cached(str(path), fingerprint(path))
 
 
 @dataclass
