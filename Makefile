@@ -19,6 +19,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/history_graph.py
+	$(PY) bench/audit_export.py
 
 clean:
 	rm -rf .runway staticfiles test-artifacts

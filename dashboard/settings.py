@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "dashboard.schema",
     "dashboard.backups",
     "dashboard.overview",
+    "runbooks",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # Managed databases
 RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
+# Approvals a production deployment needs at each approval step (never from whoever started it).
+RUNWAY_PRODUCTION_APPROVALS = envint("RUNWAY_PRODUCTION_APPROVALS", 1)
+RUNWAY_RUNBOOK_LIBRARY = env("RUNWAY_RUNBOOK_LIBRARY", str(BASE_DIR / "runbooks" / "library"))
 
 # Backups: where they go, how they are sealed. The passphrase is required to take a backup; keep
 # it (and a copy of it) outside Runway: it is all a restore with stock tools needs.
@@ -131,6 +135,14 @@ RUNWAY_SCRATCH_DSN = env("RUNWAY_SCRATCH_DSN")
 RUNWAY_SCRATCH_PASSWORD_REF = env("RUNWAY_SCRATCH_PASSWORD_REF")
 # A running backup or validation whose worker has not reported for this long is reaped.
 RUNWAY_BACKUP_STALE_SECONDS = envint("RUNWAY_BACKUP_STALE_SECONDS", 300)
+# Audit reports: a PDF lists at most this many events (CSV and JSON exports hold them all).
+RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 5000)
+
+# Pre-migration gates: disk use of the data directory's file system (percent), and how long a
+# transaction may have been open before the gates warn about it.
+RUNWAY_DISK_FAIL_PERCENT = envint("RUNWAY_DISK_FAIL_PERCENT", 80)
+RUNWAY_DISK_WARN_PERCENT = envint("RUNWAY_DISK_WARN_PERCENT", 70)
+RUNWAY_LONG_TRANSACTION_SECONDS = envint("RUNWAY_LONG_TRANSACTION_SECONDS", 300)
 
 CELERY_BEAT_SCHEDULE = {
     "check-all-connections": {

@@ -131,3 +131,50 @@ def nearly_full_disk(folder: Path, free: int = 32 * 1024) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def checked(db: Any, *current: str) -> Any:
+    """A successful connection check of ``db`` that read ``current`` from alembic_version."""
+    from django.utils import timezone
+
+    from dashboard.databases.models import ConnectionCheck
+
+    return ConnectionCheck.objects.create(
+        database=db,
+        state="ok",
+        current_revisions=list(current),
+        server_version="15",
+        finished_at=timezone.now(),
+    )
+
+
+def runbook(text: str) -> Any:
+    """A runbook from YAML text, against the registered actions."""
+    from runbooks.actions import REGISTRY
+    from runbooks.loader import load_text
+
+    return load_text(text, "test.yaml", REGISTRY.keys())
+
+
+CHECKS_THEN_APPROVAL = """
+id: small
+title: Small deployment
+needs_target: true
+phases:
+  - id: first
+    title: First
+    steps:
+      - id: look
+        check: Look at the revisions
+      - id: maybe
+        check: Optional thing
+        required: false
+      - id: approve
+        approval: A lead approves
+        role: lead
+  - id: second
+    title: Second
+    steps:
+      - id: done
+        check: Say it is done
+"""

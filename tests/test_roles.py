@@ -17,6 +17,9 @@ NEEDED = {"viewer": 1, "engineer": 2, "lead": 3, "admin": 4}
 ACCESS: dict[str, tuple[str, str]] = {
     "overview": ("GET", "viewer"),
     "audit-events": ("GET", "viewer"),
+    "audit-export-csv": ("GET", "viewer"),
+    "audit-export-json": ("GET", "viewer"),
+    "audit-export-pdf": ("GET", "viewer"),
     "database-register": ("GET", "engineer"),
     "database-detail": ("GET", "viewer"),
     "database-edit": ("GET", "engineer"),
@@ -35,6 +38,14 @@ ACCESS: dict[str, tuple[str, str]] = {
     "backup-run": ("POST", "engineer"),
     "backup-validate": ("POST", "engineer"),
     "backup-policy": ("GET", "lead"),
+    "runs": ("GET", "viewer"),
+    "run-start": ("GET", "engineer"),
+    "run-detail": ("GET", "viewer"),
+    "run-report": ("GET", "viewer"),
+    "run-tick": ("POST", "engineer"),
+    "run-retry": ("POST", "engineer"),
+    "run-abort": ("POST", "engineer"),
+    "run-decide": ("POST", "lead"),
 }
 PUBLIC = {"login", "logout"}
 
@@ -57,6 +68,8 @@ def test_every_url_is_in_the_access_table():
 
 
 def _url(name: str) -> str:
+    from django.contrib.auth.models import User
+
     from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 
     db = ManagedDatabase.objects.first() or make_database()
@@ -77,6 +90,23 @@ def _url(name: str) -> str:
         from dashboard.schema.models import Rehearsal
 
         kwargs["rehearsal_id"] = Rehearsal.objects.create(database=db).pk
+    if name.startswith("run-") and name != "run-start":
+        from runbooks.models import Run, StepRun
+
+        starter = User.objects.get_or_create(username="starter")[0]
+        run = Run.objects.create(
+            runbook_id="x",
+            runbook_title="X",
+            runbook={"phases": [{"id": "p", "title": "P", "steps": []}]},
+            database=db,
+            started_by=starter,
+        )
+        kwargs.update(name=db.name, run_id=run.pk)
+        if name in ("run-tick", "run-retry", "run-decide"):
+            StepRun.objects.create(run=run, phase_index=0, position=0, step_id="s", kind="check")
+            kwargs["step_id"] = "s"
+        if name == "run-report":
+            kwargs["fmt"] = "json"
     if name == "database-check":
         kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
     return reverse(name, kwargs=kwargs)

@@ -10,6 +10,7 @@ class AuditEvent(models.Model):
     (and so could not touch) the events that name them.
     """
 
+    id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField()
     actor_id = models.BigIntegerField(null=True, blank=True)
     actor_name = models.CharField(max_length=150)
@@ -23,7 +24,9 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["object_type", "object_id"])]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"], name="audit_audit_object__idx")
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"

@@ -19,6 +19,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from datetime import datetime
 from pathlib import Path
@@ -171,11 +172,11 @@ def _validate(validation: Validation, outcome: _Outcome, heartbeat: _Heartbeat) 
     server_dsn, password = scratch_server(backup.database)
     name = scratch_name(validation)
     Validation.objects.filter(pk=validation.pk).update(scratch_database=name)
-    version = _create_scratch(server_dsn, password, name)
+    version = create_scratch(server_dsn, password, name)
     try:
         scratch_dsn = pg.with_dbname(server_dsn, name)
         started = time.monotonic()
-        read = _restore(backup, scratch_dsn, password, passphrase, version, heartbeat)
+        read = restore_backup(backup, scratch_dsn, password, passphrase, version, heartbeat)
         outcome.restore_s = round(time.monotonic() - started, 3)
         if read is not None:
             outcome.checks.append(
@@ -189,8 +190,9 @@ def _validate(validation: Validation, outcome: _Outcome, heartbeat: _Heartbeat) 
         outcome.drop_error = drop_scratch(server_dsn, password, name)
 
 
-def _create_scratch(server_dsn: str, password: str | None, name: str) -> int:
-    """Create the (empty) scratch database; return the server's version number."""
+def create_scratch(server_dsn: str, password: str | None, name: str) -> int:
+    """Create the (empty) scratch database ``name`` (dropping a leftover of that name first);
+    return the server's version number."""
     with pg.connect(server_dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as admin:
         pg.drop_database(admin, name)  # a leftover of an attempt that died
         try:
@@ -242,16 +244,17 @@ class _Feeder(threading.Thread):
                 self.sink.close()
 
 
-def _restore(
+def restore_backup(
     backup: Backup,
     scratch_dsn: str,
     password: str | None,
     passphrase: str,
-    version: int,
-    heartbeat: _Heartbeat,
+    server_version: int,
+    tick: Callable[[], None],
 ) -> str | None:
-    """Stream the backup into the scratch database; the sha256 of what was read (None when the
-    read stopped early)."""
+    """Stream the backup into the (empty) database ``scratch_dsn``; the sha256 of what was read
+    (None when the read stopped early). ``tick`` is called while the tools run (a heartbeat; it
+    may raise to stop them)."""
     with ExitStack() as stack:
         body = storage.open_read(backup.storage_url)
         stack.callback(body.close)
@@ -280,7 +283,7 @@ def _restore(
                     jobs=RESTORE_JOBS,
                     stdin=stdin,
                     stderr=err,
-                    server_version=version,
+                    server_version=server_version,
                     options=RESTORE_OPTIONS,
                 ),
                 lambda rc, err: pg.explain_tool("pg_restore", rc, err),
@@ -295,13 +298,13 @@ def _restore(
                     stdin=head.stdout,
                     stdout=subprocess.DEVNULL,
                 )
-                chain.wait(tick=heartbeat)
+                chain.wait(tick=tick)
                 restore(folder)
             else:
                 upstream = head.stdout
                 restore(None, upstream)
                 upstream.close()  # type: ignore[union-attr]
-            chain.wait(tick=heartbeat)
+            chain.wait(tick=tick)
         except Exception as exc:
             feeder.join()
             if feeder.error is not None:

@@ -58,6 +58,7 @@ def perform(check_id: int) -> ConnectionCheck | None:
         check.current_revisions = result.current_revisions
         check.latency_ms = result.latency_ms
         check.wal = result.wal
+        check.table_sizes = {name: list(size) for name, size in result.table_sizes.items()}
         check.finished_at = timezone.now()
         check.save()
         record(

@@ -46,6 +46,14 @@ class ManagedDatabase(models.Model):
         related_name="+",
         help_text="Blue/green partner",
     )
+    disk_probe = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text=(
+            "A command run on the worker that prints the data directory's use, e.g. "
+            "`ssh db1 df --output=pcent /var/lib/postgresql`"
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

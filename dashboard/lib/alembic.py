@@ -895,3 +895,79 @@ def stamp(
 
     shown = " ".join(target) if isinstance(target, list) else target
     _run(f"stamp {shown}", url, lambda: command.stamp(cfg, target, purge=purge))
+
+
+# --- Rendering one revision at a time (risk analysis) ---
+
+
+def render_revision_sql(script_location: str | Path, revision: Revision) -> str:
+    """The SQL of exactly one revision's upgrade, rendered offline (no database contacted).
+
+    Alembic is told the database sits at the revision's parents (and the revisions it depends
+    on), so the output holds that one revision: ``upgrade <down>:<rev> --sql`` for a plain
+    revision, ``upgrade <rev> --sql`` for a root (with the ``alembic_version`` table's
+    creation), and for a merge both parents at once, which a range cannot say. Raises
+    :class:`AlembicError` when the revision cannot be rendered offline (it reads the database,
+    it raises, the script folder does not load).
+    """
+    rendered = render_revisions_sql(script_location, [revision])[revision.id]
+    if isinstance(rendered, AlembicError):
+        raise rendered
+    return rendered
+
+
+def render_revisions_sql(
+    script_location: str | Path, revisions: Iterable[Revision]
+) -> dict[str, str | AlembicError]:
+    """:func:`render_revision_sql` for several revisions, loading the script folder once.
+
+    Each revision's SQL, or the :class:`AlembicError` saying why it cannot be rendered: one
+    failing revision does not stop the others.
+    """
+    import warnings
+
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationStep
+    from alembic.script import ScriptDirectory
+
+    wanted = list(revisions)
+    output = io.StringIO()
+    cfg = _config(script_location, OFFLINE_URL, output)
+    results: dict[str, str | AlembicError] = {}
+    try:
+        with warnings.catch_warnings():
+            # Duplicates and orphans are reported by read_scripts as Problems already.
+            warnings.simplefilter("ignore")
+            script = ScriptDirectory.from_config(cfg)
+            script.revision_map.heads  # noqa: B018 - loads every revision file now, once
+    except Exception as exc:
+        error = AlembicError(f"the script folder cannot be loaded: {type(exc).__name__}: {exc}")
+        return {rev.id: error for rev in wanted}
+
+    for rev in wanted:
+        output.seek(0)
+        output.truncate()
+        start = [*rev.parents, *(d for d in rev.dependencies if d not in rev.parents)]
+
+        def steps(heads: object, context: object, rid: str = rev.id) -> list[Any]:
+            step = MigrationStep.upgrade_from_script(script.revision_map, script.get_revision(rid))
+            return [step]
+
+        def run(start: list[str] = start, rid: str = rev.id) -> None:
+            with EnvironmentContext(
+                cfg,
+                script,
+                fn=steps,
+                as_sql=True,
+                starting_rev=start or None,
+                destination_rev=rid,
+            ):
+                script.run_env()
+
+        try:
+            _run(f"upgrade {rev.id} --sql", OFFLINE_URL, run)
+        except AlembicError as exc:
+            results[rev.id] = exc
+        else:
+            results[rev.id] = output.getvalue()
+    return results

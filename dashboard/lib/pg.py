@@ -97,6 +97,7 @@ class Probe:
     current_revisions: list[str] = field(default_factory=list)
     latency_ms: float | None = None
     wal: dict[str, Any] = field(default_factory=dict)
+    table_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def classify(exc: Exception) -> str:
@@ -186,8 +187,8 @@ def read_wal(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
-    """Connect, read the server version, WAL archiving and ``alembic_version``; classify any
-    failure."""
+    """Connect, read the server version, WAL archiving, table sizes and ``alembic_version``;
+    classify any failure."""
     try:
         parse_dsn(dsn)
     except BadDsn as exc:
@@ -198,6 +199,7 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
             latency = (time.monotonic() - started) * 1000
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             wal = read_wal(conn)
+            sizes = table_sizes(conn)
             try:
                 rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
             except errors.UndefinedTable:
@@ -219,6 +221,7 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
         current_revisions=sorted(row[0] for row in rows),
         latency_ms=latency,
         wal=wal,
+        table_sizes=sizes,
     )
 
 
@@ -548,3 +551,327 @@ def create_database(conn: psycopg.Connection, name: str) -> None:
 def drop_database(conn: psycopg.Connection, name: str) -> None:
     """DROP DATABASE IF EXISTS ``name`` WITH (FORCE): its sessions are ended first."""
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# --- Activity, locks and readiness (gates) ---
+#
+# What the pre-migration gates read from a managed server. Sessions of other roles show in
+# ``pg_stat_activity`` without their state, start times or query unless the role is a superuser or
+# has ``pg_read_all_stats``; ``hidden_sessions`` counts those so a gate can say it cannot see them.
+
+_QUERY_CHARS = 200
+
+
+def _seconds(value: Any) -> float | None:
+    return round(float(value), 1) if value is not None else None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+_LONG_TRANSACTIONS = """
+SELECT pid, usename, application_name, client_addr::text, state, xact_start,
+       extract(epoch FROM now() - xact_start), wait_event_type, left(query, %(chars)s)
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+  AND xact_start < now() - make_interval(secs => %(seconds)s)
+ORDER BY xact_start
+"""
+
+
+def long_transactions(conn: psycopg.Connection, seconds: float) -> list[dict[str, Any]]:
+    """Other sessions in this database whose transaction has been open longer than ``seconds``,
+    oldest first (only those the role may see: see ``hidden_sessions``)."""
+    rows = conn.execute(
+        _LONG_TRANSACTIONS, {"seconds": float(seconds), "chars": _QUERY_CHARS}
+    ).fetchall()
+    return [
+        {
+            "pid": row[0],
+            "usename": row[1],
+            "application_name": row[2],
+            "client_addr": row[3],
+            "state": row[4],
+            "xact_start": _iso(row[5]),
+            "age_s": _seconds(row[6]),
+            "wait_event_type": row[7],
+            "query": row[8],
+        }
+        for row in rows
+    ]
+
+
+def hidden_sessions(conn: psycopg.Connection) -> int:
+    """Sessions in this database whose activity the role may not read (no pg_read_all_stats)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type IS NULL"
+    ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """Those of ``tables`` (plain or schema-qualified) that exist, as ``schema.table``."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, i)"
+        " JOIN pg_class c ON c.oid = to_regclass(t.name)"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY t.i",
+        [[_quoted(name) for name in tables]],
+    ).fetchall()
+    return list(dict.fromkeys(row[0] for row in rows))
+
+
+_LOCK_HOLDERS = """
+SELECT n.nspname || '.' || c.relname, l.pid, l.mode, l.granted, l.virtualtransaction,
+       a.usename, a.application_name, a.state, a.xact_start,
+       extract(epoch FROM now() - a.xact_start),
+       CASE WHEN l.granted THEN NULL ELSE pg_blocking_pids(l.pid) END, left(a.query, %(chars)s),
+       a.backend_type
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation = ANY(SELECT to_regclass(name) FROM unnest(%(tables)s::text[]) AS name)
+  AND l.pid IS DISTINCT FROM pg_backend_pid()
+ORDER BY l.granted DESC, a.xact_start NULLS FIRST, l.pid
+"""
+
+
+def lock_holders(conn: psycopg.Connection, tables: list[str]) -> list[dict[str, Any]]:
+    """Other sessions holding or waiting for a lock on any of ``tables`` (plain or
+    schema-qualified names; missing tables are skipped). A prepared transaction has no pid."""
+    if not tables:
+        return []
+    rows = conn.execute(
+        _LOCK_HOLDERS, {"tables": [_quoted(name) for name in tables], "chars": _QUERY_CHARS}
+    ).fetchall()
+    return [
+        {
+            "table": row[0],
+            "pid": row[1],
+            "mode": row[2],
+            "granted": row[3],
+            "prepared": row[1] is None,
+            "virtualtransaction": row[4],
+            "usename": row[5],
+            "application_name": row[6],
+            "state": row[7],
+            "xact_start": _iso(row[8]),
+            "xact_age_s": _seconds(row[9]),
+            "blocked_by": list(row[10]) if row[10] is not None else None,
+            "query": row[11],
+            "backend_type": row[12],
+        }
+        for row in rows
+    ]
+
+
+def data_directory(conn: psycopg.Connection) -> str | None:
+    """The server's data directory; None when the role may not read it (it needs superuser or
+    pg_read_all_settings, else ``pg_settings`` leaves the row out)."""
+    row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'").fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+def runs_from(conn: psycopg.Connection, data_dir: str) -> bool | None:
+    """Whether the connected server is the postmaster of ``data_dir`` on this host: its
+    ``postmaster.pid`` names the same port and start time. None when that file cannot be read
+    here (a worker that is neither root nor the server's user)."""
+    try:
+        lines = (Path(data_dir) / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    except (PermissionError, NotADirectoryError, IsADirectoryError):
+        return None
+    started, port = conn.execute(
+        "SELECT extract(epoch FROM pg_postmaster_start_time()), current_setting('port')"
+    ).fetchone()  # type: ignore[misc]
+    try:
+        file_started, file_port = int(lines[2]), lines[3].strip()
+    except (IndexError, ValueError):
+        return False
+    return file_port == str(port) and abs(file_started - float(started)) < 5
+
+
+def pg_isready(
+    dsn: str, password: str | None, server_version: int | None = None, timeout: int = 5
+) -> tuple[int, str]:
+    """Run ``pg_isready`` (of the server's major) against the DSN's host, port and database.
+
+    Returns its exit code (0 accepting, 1 rejecting, 2 no response, 3 bad parameters) and what
+    it printed. Raises BadDsn for a malformed DSN and ToolFailed when the binary is missing."""
+    argv = [client_tool("pg_isready", server_version), "--timeout", str(timeout)]
+    argv += ["--dbname", tool_conninfo(dsn, timeout=timeout)]
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=tool_env(password),
+            timeout=timeout + 5,
+        )
+    except subprocess.TimeoutExpired:
+        return 2, f"pg_isready gave no answer within {timeout + 5} seconds"
+    output = " ".join(f"{done.stdout} {done.stderr}".split())
+    return done.returncode, redact(output)
+
+
+# --- Copies and lock waits (rehearsal) ---
+
+
+def other_sessions(conn: psycopg.Connection, dbname: str) -> int:
+    """Sessions connected to ``dbname`` other than ``conn``'s own. Autovacuum workers are left
+    out: ``CREATE DATABASE ... TEMPLATE`` ends them itself."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "AND backend_type IS DISTINCT FROM 'autovacuum worker'",
+        (dbname,),
+    ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def can_clone(conn: psycopg.Connection, template: str) -> bool:
+    """Whether ``conn``'s role may ``CREATE DATABASE ... TEMPLATE template``: a superuser, or a
+    role with CREATEDB that owns ``template`` (or ``template`` is marked as a template)."""
+    row = conn.execute(
+        "SELECT r.rolsuper OR (r.rolcreatedb AND (d.datistemplate "
+        "OR pg_has_role(r.oid, d.datdba, 'USAGE'))) "
+        "FROM pg_roles r CROSS JOIN pg_database d "
+        "WHERE r.rolname = current_user AND d.datname = %s",
+        (template,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def create_database_from_template(conn: psycopg.Connection, name: str, template: str) -> None:
+    """CREATE DATABASE ``name`` TEMPLATE ``template`` over an autocommit ``conn``: a file-level
+    copy, owned by ``conn``'s role. Fails with ObjectInUse while anyone is connected to
+    ``template``."""
+    conn.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A backend of the connected database waiting for a lock, and for how long so far."""
+
+    pid: int
+    locktype: str
+    mode: str
+    relation: str | None
+    waited_ms: float
+
+
+# ``waitstart`` (PostgreSQL 14+) is set a moment after the wait begins: until then count 0 ms.
+_LOCK_WAITS = """
+SELECT l.pid, l.locktype, l.mode, l.relation::regclass::text,
+       EXTRACT(EPOCH FROM clock_timestamp() - {start}) * 1000
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()
+ORDER BY 5 DESC
+"""
+
+
+def lock_waits(conn: psycopg.Connection) -> list[LockWait]:
+    """Every backend of ``conn``'s database waiting for a lock (longest wait first). Before
+    PostgreSQL 14 the wait is counted from the start of the waiting statement."""
+    start = (
+        "coalesce(l.waitstart, clock_timestamp())"
+        if conn.info.server_version >= 140000
+        else "coalesce(a.query_start, clock_timestamp())"
+    )
+    rows = conn.execute(_LOCK_WAITS.format(start=start)).fetchall()  # type: ignore[arg-type]
+    return [
+        LockWait(
+            pid=int(row[0]),
+            locktype=str(row[1]),
+            mode=str(row[2]),
+            relation=row[3],
+            waited_ms=max(0.0, float(row[4])),
+        )
+        for row in rows
+    ]
+
+
+# --- One migration at a time (execution) ---
+
+# Session-level advisory locks live in the database they are taken in, so this one key, taken in
+# the managed database itself, serialises every Runway process (on any host) migrating it.
+MIGRATION_LOCK_KEY = 0x52_55_4E_4D_49_47  # "RUNMIG"
+
+
+def try_migration_lock(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_KEY]).fetchone()
+    return bool(row and row[0])
+
+
+def release_migration_lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+
+
+def migration_lock_holder(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """Who holds the migration lock in this database (pid, user, application, since)."""
+    row = conn.execute(
+        """
+        SELECT a.pid, a.usename, a.application_name, a.backend_start
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+            SELECT oid FROM pg_database WHERE datname = current_database())
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = %s
+        """,
+        [MIGRATION_LOCK_KEY],
+    ).fetchone()
+    if row is None:
+        return None
+    return {"pid": row[0], "user": row[1], "application": row[2], "since": row[3].isoformat()}
+
+
+# --- Table sizes (risk analysis) ---
+
+_TABLE_SIZES = """
+SELECT n.nspname, c.relname, c.relkind,
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT COALESCE(sum(GREATEST(pc.reltuples, 0)), 0)::bigint
+             FROM pg_partition_tree(c.oid) t JOIN pg_class pc ON pc.oid = t.relid WHERE t.isleaf)
+            ELSE c.reltuples::bigint END,
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint
+             FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
+            ELSE pg_total_relation_size(c.oid) END,
+       pg_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 1, 2
+"""
+_COUNT_BELOW_BYTES = 50 * 1024 * 1024
+
+
+def table_sizes(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+    """Every table's estimated rows and total bytes (heap, indexes, TOAST), keyed by its name
+    as the default search path sees it: ``users`` in ``public``, ``schema.table`` elsewhere.
+
+    Rows are the planner's estimate (``pg_class.reltuples``), which costs nothing. A table never
+    analysed has no estimate: it is counted exactly when its heap is under 50 MB, and reported
+    as -1 (unknown) above that. A partitioned table sums its partitions.
+    """
+    sizes: dict[str, tuple[int, int]] = {}
+    for schema, name, kind, rows, total, heap in conn.execute(_TABLE_SIZES).fetchall():
+        key = name if schema == "public" else f"{schema}.{name}"
+        rows = int(rows)
+        if rows < 0 and kind != "p":
+            if heap < _COUNT_BELOW_BYTES:
+                query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+                rows = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+            else:
+                rows = -1
+        sizes[key] = (rows, int(total))
+    return sizes

@@ -47,8 +47,7 @@ def accept(
             database=db, revision=revision, rule=rule
         )
         raise AcceptanceError(
-            f"{rule} is already accepted for {revision} by "
-            f"{existing.accepted_by.get_username()}."
+            f"{rule} is already accepted for {revision} by {existing.accepted_by.get_username()}."
         ) from None
     return acceptance
 

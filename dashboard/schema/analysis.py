@@ -150,3 +150,21 @@ def worst(reports: list[risk.RevisionReport]) -> str:
 def known_revision(db: ManagedDatabase, revision: str) -> alembic.Revision | None:
     tree = scripts_of(db)
     return tree.revisions.get(revision)
+
+
+def pinned_hash(db: ManagedDatabase, revisions: list[str]) -> str:
+    """The hash an approval pins: the risk reports of ``revisions`` as the scripts, the accepted
+    findings and the server's version make them. Live table sizes are left out on purpose: they
+    move with every connection check, and an approval must not void itself every five minutes."""
+    check = last_good(db)
+    path = db.script_path
+    accepted = acceptances_of(db)
+    reports = _cached(
+        str(path),
+        fingerprint(path),
+        tuple(revisions),
+        server_major(check),
+        (),
+        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in accepted.items())),
+    )
+    return risk.report_hash(list(reports))

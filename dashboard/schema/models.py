@@ -50,7 +50,9 @@ class Verdict(models.TextChoices):
 class GateRun(models.Model):
     """One run of the pre-migration gates against a database, on a worker."""
 
-    database = models.ForeignKey(ManagedDatabase, on_delete=models.CASCADE, related_name="gate_runs")
+    database = models.ForeignKey(
+        ManagedDatabase, on_delete=models.CASCADE, related_name="gate_runs"
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -19,9 +19,7 @@ from dashboard.schema.models import GateRun, Rehearsal, RiskAcceptance
 from dashboard.schema.status import last_good_check, status_of
 
 
-def _reports_or_error(
-    db: ManagedDatabase, revisions: list[str]
-) -> tuple[dict[str, Any], str]:
+def _reports_or_error(db: ManagedDatabase, revisions: list[str]) -> tuple[dict[str, Any], str]:
     try:
         return {r.revision: r for r in analysis.reports_for(db, revisions)}, ""
     except (alembic.NotAnAlembicProject, alembic.AlembicError) as exc:

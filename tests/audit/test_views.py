@@ -76,3 +76,46 @@ def test_its_query_count_does_not_grow_with_events(
     client.force_login(viewer)
     with django_assert_max_num_queries(8):
         client.get(URL)
+
+
+def test_it_pages_by_id_newest_first(client, viewer, lead):
+    client.force_login(viewer)  # the log-in is an event too: 61 in all
+    events = [record(lead, f"e{i}", lead) for i in range(60)]
+    first = client.get(URL).content.decode()
+    assert "e59" in first and "e10" in first and "e9<" not in first
+    assert f"before={events[10].pk}" in first and "after=" not in first
+    second = client.get(URL, {"before": events[10].pk}).content.decode()
+    assert "e9<" in second and "e0<" in second and "e10<" not in second
+    assert "older" not in second and f"after={events[9].pk}" in second
+    back = client.get(URL, {"after": events[9].pk}).content.decode()
+    assert "e10<" in back and "e59<" in back and "e9<" not in back
+
+
+def test_pages_keep_the_filters(client, viewer, lead):
+    client.force_login(viewer)
+    events = [record(lead, f"run.e{i}", lead) for i in range(55)]
+    body = client.get(URL, {"action": "run."}).content.decode()
+    assert f"?action=run.&amp;before={events[5].pk}" in body
+
+
+def test_its_export_links_keep_the_filters(client, viewer):
+    client.force_login(viewer)
+    body = client.get(URL, {"actor": "erin", "since": "2026-01-01", "before": "9"}).content
+    for name in ("csv", "json", "pdf"):
+        url = reverse(f"audit-export-{name}")
+        assert f'href="{url}?actor=erin&amp;since=2026-01-01"'.encode() in body
+        assert f'href="{url}?actor=erin&amp;since=2026-01-01&amp;before'.encode() not in body
+
+
+def test_it_offers_no_export_of_a_bad_filter(client, viewer):
+    client.force_login(viewer)
+    body = client.get(URL, {"since": "yesterday"}).content
+    assert b"Enter a valid date" in body and reverse("audit-export-csv").encode() not in body
+
+
+def test_it_escapes_object_names(client, viewer, lead):
+    lead.username = "<script>alert(1)</script>"
+    record(lead, "note", lead)
+    client.force_login(viewer)
+    body = client.get(URL).content
+    assert b"<script>alert(1)</script>" not in body and b"&lt;script&gt;" in body

@@ -31,3 +31,16 @@ def pretty_json(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def slice_item(sequence: Any, index: int) -> Any:
+    try:
+        return sequence[int(index)]
+    except (IndexError, TypeError, ValueError):
+        return None

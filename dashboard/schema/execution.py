@@ -1,0 +1,101 @@
+"""Running a database's revisions for real: one ``alembic upgrade`` (or ``downgrade``) per revision,
+so each revision is its own transaction, under a PostgreSQL advisory lock taken in the managed
+database itself, so one migration at a time runs per database whichever worker or host runs it.
+Each step is logged (with its timing) as it happens through the ``log`` callback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+
+from dashboard.databases.models import ManagedDatabase
+from dashboard.lib import alembic, pg
+from dashboard.lib.secrets import resolve
+
+
+class ExecutionError(RuntimeError):
+    """The migration could not run or stopped; the message says why."""
+
+
+class MigrationBusy(ExecutionError):
+    """Another migration holds the database's migration lock."""
+
+
+@dataclass
+class Step:
+    revision: str
+    seconds: float
+    ok: bool
+    error: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def migrate(
+    db: ManagedDatabase,
+    revisions: list[str],
+    *,
+    direction: str = "upgrade",
+    log: Callable[[str], None] = lambda line: None,
+) -> list[Step]:
+    """Run ``revisions`` in order (targets of ``alembic upgrade``, or of ``downgrade`` when
+    ``direction`` is "downgrade"); stop at the first failure. Returns what ran."""
+    if direction not in ("upgrade", "downgrade"):
+        raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
+    password = resolve(db.password_ref)
+    url = pg.sqlalchemy_url(db.dsn, password)
+    run = alembic.upgrade if direction == "upgrade" else alembic.downgrade
+    steps: list[Step] = []
+    with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as lock:
+        lock.autocommit = True
+        if not pg.try_migration_lock(lock):
+            holder = pg.migration_lock_holder(lock)
+            who = (
+                f" (held by pid {holder['pid']}, {holder['application'] or holder['user']}, "
+                f"since {holder['since']})"
+                if holder
+                else ""
+            )
+            raise MigrationBusy(f"Another migration is running on {db.name}{who}.")
+        log(f"took the migration lock on {db.name}")
+        try:
+            for revision in revisions:
+                log(f"{direction} to {revision} …")
+                started = time.monotonic()
+                try:
+                    run(db.script_path, url, revision)
+                except alembic.AlembicError as exc:
+                    seconds = round(time.monotonic() - started, 3)
+                    steps.append(Step(revision, seconds, False, str(exc)))
+                    log(f"{revision} FAILED after {seconds:.3f} s: {exc}")
+                    break
+                seconds = round(time.monotonic() - started, 3)
+                steps.append(Step(revision, seconds, True))
+                log(f"{revision} done in {seconds:.3f} s")
+        finally:
+            pg.release_migration_lock(lock)
+            log("released the migration lock")
+    return steps
+
+
+def revisions_to(db: ManagedDatabase, current: list[str], target: str) -> list[str]:
+    """What ``alembic upgrade target`` runs from ``current``, oldest first (each is an upgrade
+    target on its own: one transaction per revision)."""
+    from dashboard.schema.status import scripts_of
+
+    tree = scripts_of(db)
+    wanted = tree.ancestors(target, include_self=True)
+    done = tree.ancestors_of_all(current, include_self=True)
+    return [rid for rid in tree.oldest_first() if rid in wanted and rid not in done]
+
+
+def live_revisions_to(db: ManagedDatabase, target: str) -> list[str]:
+    """``revisions_to`` from the revision the database is at right now (read live)."""
+    password = resolve(db.password_ref)
+    with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
+        current = [r for r in pg.alembic_revision(conn).split(",") if r]
+    return revisions_to(db, current, target)

@@ -1,0 +1,548 @@
+"""Rehearsal: the pending revisions run on a throw-away copy of the database, timed.
+
+:func:`request_rehearsal` records what is pending (from the last good connection check) and queues
+the task; :func:`perform_rehearsal` (the task, or ``manage.py rehearse``) claims the row and:
+
+1. copies the database into ``runway_rehearsal_<id>``: with ``CREATE DATABASE ... TEMPLATE`` on
+   the source's own server when nobody is connected to the source and its role may copy it
+   (method "template"), else by restoring the newest completed backup with a passed validation
+   onto the scratch server, as a validation does (method "backup");
+2. checks that the copy is at the revision the rehearsal was requested from;
+3. runs each pending revision, oldest first, with ``alembic upgrade <revision>``, timing each
+   (the Alembic command as a whole, connecting included) while this thread samples ``pg_locks`` of
+   the copy every 50 ms for backends waiting on a lock: the longest wait seen is the revision's
+   ``lock_wait_ms``. A copy has no application traffic, so a wait there comes from the revision
+   itself (a second session it opens, ``CREATE INDEX CONCURRENTLY`` waiting for transactions);
+4. drops the copy (``DROP DATABASE ... WITH (FORCE)``) whatever happened.
+
+``total_seconds`` is the sum of the revisions' times: what ``alembic upgrade`` would take on
+data like production's (the copy itself is ``copy_seconds``). A failing revision stops the
+rehearsal; its timing has ``ok`` False and Alembic's (redacted) error. The copy and the
+revisions run in a second thread so that this one keeps the row's heartbeat; a worker that dies
+leaves a stale heartbeat that :func:`reap_stale` turns into a failure, dropping the copy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.audit.chain import Actor, record
+from dashboard.backups import pipeline, validation
+from dashboard.backups.models import Backup, BackupState, ValidationState
+from dashboard.databases.models import ManagedDatabase
+from dashboard.lib import alembic, gpg, pg
+from dashboard.lib.secrets import resolve
+from dashboard.schema.models import JobState, Rehearsal
+from dashboard.schema.status import last_good_check, status_of
+
+logger = logging.getLogger(__name__)
+
+COPY_PREFIX = "runway_rehearsal_"
+MAINTENANCE_DB = "postgres"
+SAMPLE_EVERY_S = 0.05
+WORKER_DIED = "The worker died mid-rehearsal (no heartbeat since {since})."
+
+
+class RehearsalError(ValueError):
+    """A rehearsal that cannot be requested or cannot be done; the message says why."""
+
+
+def copy_name(rehearsal_id: int) -> str:
+    return f"{COPY_PREFIX}{rehearsal_id}"
+
+
+# --- Asking ---
+
+
+@transaction.atomic
+def request_rehearsal(
+    actor: Actor | None, db: ManagedDatabase, *, enqueue: bool = True
+) -> Rehearsal:
+    """Record a rehearsal of what is pending on ``db`` (audited) and queue it (``enqueue=False``:
+    the caller performs it). RehearsalError when the current revision is unknown or nothing is
+    pending."""
+    from dashboard.schema.tasks import run_rehearsal
+
+    check = last_good_check(db)
+    if check is None:
+        raise RehearsalError(
+            f"The current revision of {db.name} is not known: test its connection first."
+        )
+    status = status_of(db, check)
+    history = status.history
+    if history is None:
+        raise RehearsalError(status.error)
+    if not history.current:
+        raise RehearsalError(
+            f"{db.name} has no alembic_version row: stamp it before rehearsing its migrations."
+        )
+    if history.unknown_current:
+        unknown = ", ".join(history.unknown_current)
+        raise RehearsalError(
+            f"{db.name} is at {unknown}, which no script in {db.script_location} defines: "
+            "the pending revisions are unknown."
+        )
+    if len(history.heads) != 1:
+        raise RehearsalError(
+            f"The scripts have {len(history.heads)} heads ({', '.join(history.heads)}): merge "
+            "them before rehearsing."
+        )
+    if not history.pending:
+        raise RehearsalError(
+            f"Nothing is pending on {db.name}: it is at {', '.join(history.current)}, the head."
+        )
+    rehearsal = Rehearsal.objects.create(
+        database=db,
+        requested_by=actor if actor is not None and actor.pk else None,  # type: ignore[misc]
+        from_revisions=sorted(history.current),
+        to_revision=history.heads[0],
+        revisions=list(history.pending),
+    )
+    record(
+        actor,
+        "schema.rehearsal_requested",
+        rehearsal,
+        details={
+            "database": db.name,
+            "from": rehearsal.from_revisions,
+            "to": rehearsal.to_revision,
+            "revisions": rehearsal.revisions,
+        },
+    )
+    if enqueue:
+        run_rehearsal.delay_on_commit(rehearsal.pk)
+    return rehearsal
+
+
+def latest_rehearsal(db: ManagedDatabase, revisions: Sequence[str]) -> Rehearsal | None:
+    """The newest finished rehearsal of exactly ``revisions`` (oldest first) on ``db``."""
+    return (
+        Rehearsal.objects.filter(database=db, state=JobState.DONE, revisions=list(revisions))
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+
+
+# --- Performing ---
+
+
+@dataclass
+class _Outcome:
+    method: str = ""
+    backup_id: int | None = None
+    copy_seconds: float | None = None
+    timings: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    drop_error: str = ""
+    # Where the copy lives (a DSN of an existing database there, and its password): set before
+    # the copy is made, so that it is dropped whatever happens next.
+    server: tuple[str, str | None] | None = None
+
+
+@dataclass
+class _Copy:
+    dsn: str
+    password: str | None
+
+
+class _Heartbeat:
+    def __init__(self, rehearsal_id: int) -> None:
+        self.rehearsal_id = rehearsal_id
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last < pipeline.PROGRESS_EVERY_S:
+            return
+        self.last = now
+        alive = Rehearsal.objects.filter(pk=self.rehearsal_id, state=JobState.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+        if not alive:
+            raise RehearsalError("The rehearsal was marked failed while it ran.")
+
+
+def _claim(rehearsal_id: int) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING, started_at=now, heartbeat_at=now
+        )
+        if claimed:
+            rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
+            record(
+                None,
+                "schema.rehearsal_started",
+                rehearsal,
+                details={"database": rehearsal.database.name, "revisions": rehearsal.revisions},
+            )
+    return bool(claimed)
+
+
+def perform_rehearsal(rehearsal_id: int) -> Rehearsal | None:
+    """Run the queued rehearsal ``rehearsal_id``; None when it is not ours (safe to run twice).
+    It always ends done or failed, with its copy dropped."""
+    if not _claim(rehearsal_id):
+        reaped = reap_stale(rehearsal_id=rehearsal_id)
+        return reaped[0] if reaped else None
+    rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
+    outcome = _Outcome()
+    try:
+        _rehearse(rehearsal, outcome, _Heartbeat(rehearsal_id))
+    except Exception as exc:
+        outcome.error = _describe(exc)
+    except BaseException:  # interrupted (Ctrl-C, a worker shutting down): still end the row
+        outcome.error = outcome.error or "The rehearsal was interrupted."
+        _finish(rehearsal_id, outcome)
+        raise
+    return _finish(rehearsal_id, outcome)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, RehearsalError | alembic.AlembicError | alembic.NotAnAlembicProject):
+        return str(exc)
+    return pipeline.describe(exc)[0]
+
+
+def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> None:
+    name = copy_name(rehearsal.pk)
+    try:
+        copy = _make_copy(rehearsal, outcome, heartbeat)
+        with pg.connect(
+            copy.dsn, copy.password, timeout=settings.RUNWAY_CONNECT_TIMEOUT
+        ) as watcher:
+            found = sorted(filter(None, pg.alembic_revision(watcher).split(",")))
+            if found != rehearsal.from_revisions:
+                raise RehearsalError(
+                    f"The copy is at {', '.join(found) or 'no revision'}, but "
+                    f"{rehearsal.database.name} was at {', '.join(rehearsal.from_revisions)} when "
+                    "the rehearsal was requested: check its connection and rehearse again."
+                )
+            _run_revisions(rehearsal, copy, watcher, outcome, heartbeat)
+    finally:
+        if outcome.server is not None:
+            outcome.drop_error = validation.drop_scratch(*outcome.server, name).replace(
+                "scratch database", "rehearsal copy"
+            )
+
+
+def _progress(rehearsal_id: int, **fields: Any) -> None:
+    """Show what is known so far (method, timings) on the row while it runs."""
+    Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.RUNNING).update(
+        heartbeat_at=timezone.now(), **fields
+    )
+
+
+# --- The copy ---
+
+
+def _make_copy(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> _Copy:
+    db = rehearsal.database
+    password = resolve(db.password_ref)
+    name = copy_name(rehearsal.pk)
+    source = pg.parse_dsn(db.dsn)["dbname"]
+    maintenance = pg.with_dbname(db.dsn, MAINTENANCE_DB)
+    refusal = _template_refusal(maintenance, password, source)
+    if not refusal:
+        outcome.method, outcome.server = Rehearsal.Method.TEMPLATE, (maintenance, password)
+        _progress(rehearsal.pk, method=outcome.method)
+        job = _beside(
+            "rehearsal-copy", lambda: _clone(maintenance, password, name, source), heartbeat
+        )
+        if job.error is None:
+            outcome.copy_seconds = round(job.seconds, 3)
+            return _Copy(pg.with_dbname(db.dsn, name), password)
+        if not isinstance(job.error, psycopg.errors.ObjectInUse):
+            raise job.error
+        outcome.method = ""
+        refusal = f"a session connected to {source} while it was being copied"
+    return _restore_copy(rehearsal, outcome, heartbeat, refusal)
+
+
+def _template_refusal(maintenance: str, password: str | None, source: str) -> str:
+    """Why ``CREATE DATABASE ... TEMPLATE source`` cannot be used; "" when it can."""
+    user = pg.parse_dsn(maintenance).get("user", "the role")
+    try:
+        with pg.connect(maintenance, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as admin:
+            sessions = pg.other_sessions(admin, source)
+            allowed = pg.can_clone(admin, source)
+    except psycopg.Error as exc:
+        detail = pipeline.describe(exc)[0]
+        return f"{user} cannot reach the maintenance database {MAINTENANCE_DB} ({detail})"
+    reasons = []
+    if sessions:
+        verb = "session is" if sessions == 1 else "sessions are"
+        reasons.append(f"{sessions} {verb} connected to {source}")
+    if not allowed:
+        reasons.append(
+            f"{user} may not copy {source} (CREATE DATABASE … TEMPLATE needs CREATEDB and "
+            "ownership of the source)"
+        )
+    return ", and ".join(reasons)
+
+
+def _clone(maintenance: str, password: str | None, name: str, source: str) -> None:
+    with pg.connect(maintenance, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as admin:
+        pg.drop_database(admin, name)  # a leftover of an attempt that died
+        pg.create_database_from_template(admin, name, source)
+
+
+def _validated_backup(db: ManagedDatabase) -> Backup | None:
+    return (
+        Backup.objects.filter(
+            database=db,
+            state=BackupState.COMPLETED,
+            validations__state=ValidationState.PASSED,
+        )
+        .order_by("-created_at", "-pk")
+        .distinct()
+        .first()
+    )
+
+
+def _restore_copy(
+    rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat, refusal: str
+) -> _Copy:
+    db = rehearsal.database
+    backup = _validated_backup(db)
+    if backup is None:
+        raise RehearsalError(
+            f"{refusal} and no validated backup exists: take and validate a backup first."
+        )
+    at = sorted(filter(None, backup.revision.split(",")))
+    if at != rehearsal.from_revisions:
+        raise RehearsalError(
+            f"{refusal}, and the newest validated backup #{backup.pk} "
+            f"is at {', '.join(at) or 'no revision'} while {db.name} is at "
+            f"{', '.join(rehearsal.from_revisions)}: take and validate a fresh backup first."
+        )
+    passphrase = gpg.check_passphrase(settings.RUNWAY_BACKUP_PASSPHRASE)
+    server_dsn, password = validation.scratch_server(db)
+    name = copy_name(rehearsal.pk)
+    outcome.method, outcome.backup_id = Rehearsal.Method.BACKUP, backup.pk
+    outcome.server = (server_dsn, password)
+    _progress(rehearsal.pk, method=outcome.method, backup_id=backup.pk)
+    started = time.monotonic()
+    version = validation.create_scratch(server_dsn, password, name)
+    dsn = pg.with_dbname(server_dsn, name)
+    read = validation.restore_backup(backup, dsn, password, passphrase, version, heartbeat)
+    if read is not None and read != backup.sha256:
+        raise RehearsalError(
+            f"Backup #{backup.pk} read back with sha256 {read}, not the {backup.sha256} recorded: "
+            "the stored object changed. Validate it again."
+        )
+    outcome.copy_seconds = round(time.monotonic() - started, 3)
+    return _Copy(dsn, password)
+
+
+# --- The revisions ---
+
+
+class _Job(threading.Thread):
+    """Blocking work (a copy, an Alembic command) off the thread that keeps the heartbeat."""
+
+    def __init__(self, name: str, work: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work = work
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.work()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+
+
+def _beside(name: str, work: Callable[[], None], tick: Callable[[], None]) -> _Job:
+    """Run ``work`` in a thread, calling ``tick`` every SAMPLE_EVERY_S until it ends; the job
+    holds what ``work`` raised. When ``tick`` raises, ``work`` is still waited for (the copy is
+    dropped next, and must not be in the making then)."""
+    job = _Job(name, work)
+    job.start()
+    try:
+        tick()
+        while job.is_alive():
+            job.join(SAMPLE_EVERY_S)
+            if job.is_alive():
+                tick()
+    finally:
+        job.join()
+    return job
+
+
+class _Sampler:
+    """The longest lock wait seen in the copy; sampling stops quietly if the query fails."""
+
+    def __init__(self, watcher: psycopg.Connection) -> None:
+        self.watcher = watcher
+        self.longest_ms = 0.0
+        self.broken = False
+
+    def __call__(self) -> None:
+        if self.broken:
+            return
+        try:
+            waits = pg.lock_waits(self.watcher)
+        except psycopg.Error as exc:
+            logger.warning("lock wait sampling stopped: %s", exc)
+            self.broken = True
+            return
+        if waits:
+            self.longest_ms = max(self.longest_ms, waits[0].waited_ms)
+
+
+def _run_revisions(
+    rehearsal: Rehearsal,
+    copy: _Copy,
+    watcher: psycopg.Connection,
+    outcome: _Outcome,
+    heartbeat: _Heartbeat,
+) -> None:
+    script = rehearsal.database.script_path
+    url = pg.sqlalchemy_url(copy.dsn, copy.password)  # holds the password: never shown
+    _warm_up()
+    for revision in rehearsal.revisions:
+        timing = _timed(script, url, revision, _Sampler(watcher), heartbeat)
+        outcome.timings.append(timing)
+        _progress(rehearsal.pk, timings=outcome.timings)
+        if not timing["ok"]:
+            raise RehearsalError(f"Revision {revision} failed: {timing['error']}")
+
+
+def _warm_up() -> None:
+    """Import Alembic and SQLAlchemy's psycopg dialect before the clock starts: the first
+    import takes about a second, which is no revision's doing."""
+    for module in ("alembic.command", "sqlalchemy.dialects.postgresql.psycopg"):
+        importlib.import_module(module)
+
+
+def _timed(
+    script: Path, url: str, revision: str, sampler: _Sampler, heartbeat: _Heartbeat
+) -> dict[str, Any]:
+    def tick() -> None:
+        sampler()
+        heartbeat()
+
+    job = _beside(f"rehearsal-{revision}", lambda: alembic.upgrade(script, url, revision), tick)
+    if job.error is not None and not isinstance(
+        job.error, alembic.AlembicError | alembic.NotAnAlembicProject
+    ):
+        raise job.error
+    error = str(job.error) if job.error is not None else ""
+    return {
+        "revision": revision,
+        "seconds": round(job.seconds, 3),
+        "lock_wait_ms": round(sampler.longest_ms, 1),
+        "ok": not error,
+        "error": error,
+    }
+
+
+# --- Ending ---
+
+
+def _finish(rehearsal_id: int, outcome: _Outcome) -> Rehearsal:
+    timings = outcome.timings
+    total = round(sum(t["seconds"] for t in timings), 3) if timings else None
+    longest = max((t["lock_wait_ms"] for t in timings), default=None)
+    state = JobState.FAILED if outcome.error else JobState.DONE
+    now = timezone.now()
+    with transaction.atomic():
+        done = Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.RUNNING).update(
+            state=state,
+            method=outcome.method,
+            backup_id=outcome.backup_id,
+            copy_seconds=outcome.copy_seconds,
+            timings=timings,
+            total_seconds=total,
+            longest_lock_wait_ms=longest,
+            error=outcome.error,
+            drop_error=outcome.drop_error,
+            finished_at=now,
+            heartbeat_at=now,
+        )
+        rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
+        if done:
+            failed = next((t["revision"] for t in timings if not t["ok"]), None)
+            record(
+                None,
+                "schema.rehearsed",
+                rehearsal,
+                details={
+                    "database": rehearsal.database.name,
+                    "state": state,
+                    "method": outcome.method,
+                    "backup": outcome.backup_id,
+                    "revisions": rehearsal.revisions,
+                    "rehearsed": [t["revision"] for t in timings],
+                    "failed_revision": failed,
+                    "copy_seconds": outcome.copy_seconds,
+                    "total_seconds": total,
+                    "longest_lock_wait_ms": longest,
+                    "error": outcome.error,
+                    "drop_error": outcome.drop_error,
+                },
+            )
+    return rehearsal
+
+
+def reap_stale(*, now: datetime | None = None, rehearsal_id: int | None = None) -> list[Rehearsal]:
+    """Fail running rehearsals whose worker died (stale heartbeat) and drop their copies."""
+    cutoff = (now or timezone.now()) - pipeline.stale_after()
+    candidates = Rehearsal.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
+    if rehearsal_id is not None:
+        candidates = candidates.filter(pk=rehearsal_id)
+    reaped = []
+    for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
+        assert heartbeat is not None  # filtered on it
+        message = WORKER_DIED.format(since=heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        with transaction.atomic():
+            taken = Rehearsal.objects.filter(
+                pk=pk, state=JobState.RUNNING, heartbeat_at=heartbeat
+            ).update(state=JobState.FAILED, error=message, finished_at=timezone.now())
+            if not taken:
+                continue
+            rehearsal = Rehearsal.objects.select_related("database").get(pk=pk)
+            record(
+                None,
+                "schema.rehearsed",
+                rehearsal,
+                details={"database": rehearsal.database.name, "state": "failed", "error": message},
+            )
+        _drop_left_copy(rehearsal)
+        reaped.append(rehearsal)
+    return reaped
+
+
+def _drop_left_copy(rehearsal: Rehearsal) -> None:
+    db = rehearsal.database
+    try:
+        if rehearsal.method == Rehearsal.Method.TEMPLATE:
+            server = (pg.with_dbname(db.dsn, MAINTENANCE_DB), resolve(db.password_ref))
+        elif rehearsal.method == Rehearsal.Method.BACKUP:
+            server = validation.scratch_server(db)
+        else:
+            return  # died before making a copy
+    except Exception as exc:
+        logger.warning("rehearsal copy %s left: %s", copy_name(rehearsal.pk), exc)
+        return
+    problem = validation.drop_scratch(*server, copy_name(rehearsal.pk))
+    if problem:
+        Rehearsal.objects.filter(pk=rehearsal.pk).update(drop_error=problem)

@@ -1,0 +1,658 @@
+"""Risk analysis of pending revisions: render each one's SQL offline, lint it, grade it.
+
+For each revision: Alembic renders its SQL offline, one revision at a time
+(:func:`dashboard.lib.alembic.render_revisions_sql`); Runway's rules (:mod:`.rules`, on
+PostgreSQL's own parser) and squawk (:mod:`dashboard.lib.squawk`) read it; their findings are
+merged so one hazard counts once; live table sizes, when known, say whether a blocking scan or
+rewrite is brief; acceptances (an inline ``# runway: accept RULE -- reason`` comment in the
+revision file, or a lead's) keep a finding listed but out of the grade.
+
+The grade comes from the findings nobody accepted: any high makes the revision high, any medium
+medium, otherwise low. Notes (style rules, hazards on tables the running application does not
+use yet) never raise it. A revision whose SQL cannot be rendered offline is never low.
+
+Pure: no Django, no database (sizes are handed in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dashboard.lib import alembic, squawk
+from dashboard.schema import rules
+
+__all__ = [
+    "Finding",
+    "RevisionReport",
+    "StatementInfo",
+    "TableSizes",
+    "analyse",
+    "report_hash",
+    "revisions_between",
+]
+
+TableSizes = dict[str, tuple[int, int]]  # table -> (estimated rows, total bytes); rows -1: unknown
+
+SEVERITIES = ("note", "medium", "high")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+GRADES = ("low", "medium", "high")
+
+# A blocking scan or rewrite of a table this small is over in moments.
+SMALL_ROWS = 10_000
+SMALL_BYTES = 50 * 1024 * 1024
+
+# squawk rules about style or habits, not about what a deployment does to production: notes.
+_NOTES = {
+    "prefer-text-field": "a column type choice, not a deployment risk",
+    "prefer-bigint-over-int": "a column type choice, not a deployment risk",
+    "prefer-bigint-over-smallint": "a column type choice, not a deployment risk",
+    "prefer-identity": "a column type choice, not a deployment risk",
+    "prefer-timestamp-tz": "a column type choice, not a deployment risk",
+    "prefer-timestamptz": "a column type choice, not a deployment risk",
+    "ban-char-field": "a column type choice, not a deployment risk",
+    "prefer-robust-stmts": (
+        "Alembic records which revisions ran, so the revision is not re-run by hand"
+    ),
+    "require-timeout-settings": (
+        "Runway's guarded execution sets lock_timeout and statement_timeout for every revision"
+    ),
+    "require-lock-timeout": (
+        "Runway's guarded execution sets lock_timeout and statement_timeout for every revision"
+    ),
+    "require-statement-timeout": (
+        "Runway's guarded execution sets lock_timeout and statement_timeout for every revision"
+    ),
+    "identifier-too-long": "PostgreSQL truncates the name to 63 bytes; check it stays unique",
+    "require-table-schema": "a naming habit, not a deployment risk",
+    "ban-drop-not-null": "dropping NOT NULL takes a brief lock; old code that assumes values "
+    "may meet NULLs",
+    "ban-drop-constraint": "dropping a constraint takes a brief lock and stops enforcing it",
+    "transaction-nesting": "Alembic writes the revision's BEGIN and COMMIT",
+    "ban-uncommitted-transaction": "Alembic writes the revision's BEGIN and COMMIT",
+    "unused-ignore": "a squawk-ignore comment that matches nothing",
+    "syntax-error": "squawk's parser rejects what PostgreSQL's own parser accepted",
+}
+# squawk rules Runway's own rules judge more precisely (they know new tables, NOT VALID +
+# VALIDATE across transactions, constant defaults, widening types).
+_COVERED = frozenset(
+    {
+        "require-concurrent-index-creation",
+        "require-concurrent-index-deletion",
+        "ban-concurrent-index-creation-in-transaction",
+        "constraint-missing-not-valid",
+        "adding-foreign-key-constraint",
+        "adding-field-with-default",
+        "adding-serial-primary-key-field",
+        "adding-required-field",
+        "adding-not-nullable-field",
+        "changing-column-type",
+        "disallowed-unique-constraint",
+        "ban-drop-column",
+        "ban-drop-table",
+        "ban-truncate-cascade",
+        "renaming-column",
+        "renaming-table",
+        "require-concurrent-reindex",
+        "prefer-repack",
+    }
+)
+
+_ACCEPT = re.compile(r"#\s*runway:\s*accept\b(?P<rest>.*)$", re.IGNORECASE)
+
+NOT_PREVIEWABLE_SAFE_WAY = (
+    "Make the revision render offline: when `op.get_context().as_sql` is true, emit the SQL "
+    "without reading the database (as a batched backfill renders one representative batch), "
+    "and keep data-dependent logic out of schema revisions. Until then, rehearse it on a copy "
+    "of production to see what it does."
+)
+
+
+@dataclass
+class Finding:
+    rule: str
+    source: str  # "runway" | "squawk"
+    severity: str  # "note" | "medium" | "high"
+    statement: str
+    statement_index: int | None
+    lock: str
+    table: str
+    message: str
+    safe_way: str
+    rewrites: bool = False
+    scans: bool = False
+    fails_on_data: bool = False
+    breaks_app: bool = False
+    accepted: dict[str, str] | None = None  # {"by", "comment", "source": "inline" | "lead"}
+    table_size: str = ""  # "~2,000,000 rows, 450 MB" when the size is known
+    squawk_rules: list[str] = field(default_factory=list)  # squawk's hits merged into this one
+    # Names an acceptance may use for this finding (the rule, squawk's names for it).
+    aliases: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # A blocking scan or rewrite: high on a big or unknown table, medium on a small one.
+    size_sensitive: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def counts(self) -> bool:
+        """Whether it weighs on the grade."""
+        return self.accepted is None and self.severity != "note"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "source": self.source,
+            "severity": self.severity,
+            "statement": self.statement,
+            "statement_index": self.statement_index,
+            "lock": self.lock,
+            "table": self.table,
+            "table_size": self.table_size,
+            "message": self.message,
+            "safe_way": self.safe_way,
+            "rewrites": self.rewrites,
+            "scans": self.scans,
+            "fails_on_data": self.fails_on_data,
+            "breaks_app": self.breaks_app,
+            "squawk_rules": list(self.squawk_rules),
+            "accepted": dict(self.accepted) if self.accepted else None,
+        }
+
+
+@dataclass
+class StatementInfo:
+    index: int
+    sql: str
+    line: int  # 0-based, in the revision's rendered SQL
+    in_transaction: bool
+    lock: str
+    tables: list[str]
+    rewrites: bool
+    scans: bool
+    fails_on_data: bool = False
+    breaks_app: bool = False
+    data_migration: bool = False
+    locks: dict[str, str] = field(default_factory=dict)  # table -> lock mode
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "sql": self.sql,
+            "line": self.line,
+            "in_transaction": self.in_transaction,
+            "lock": self.lock,
+            "locks": dict(sorted(self.locks.items())),
+            "tables": list(self.tables),
+            "rewrites": self.rewrites,
+            "scans": self.scans,
+            "fails_on_data": self.fails_on_data,
+            "breaks_app": self.breaks_app,
+            "data_migration": self.data_migration,
+        }
+
+
+@dataclass
+class RevisionReport:
+    revision: str
+    down_revisions: list[str]
+    message: str
+    file: str
+    previewable: bool
+    error: str
+    sql: str
+    statements: list[StatementInfo]
+    findings: list[Finding]
+    grade: str  # "low" | "medium" | "high"
+    reasons: list[str]
+    tables: list[str]
+
+    @property
+    def counted(self) -> list[Finding]:
+        return [f for f in self.findings if f.counts]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "down_revisions": list(self.down_revisions),
+            "message": self.message,
+            "file": self.file,
+            "grade": self.grade,
+            "previewable": self.previewable,
+            "error": self.error,
+            "reasons": list(self.reasons),
+            "tables": list(self.tables),
+            "findings": [f.to_json() for f in self.findings],
+            "statements": [s.to_json() for s in self.statements],
+            "sql": self.sql,
+        }
+
+
+# --- Which revisions ---
+
+
+def revisions_between(
+    tree: alembic.ScriptTree, from_revs: Sequence[str] | None, to_rev: str | None
+) -> list[str]:
+    """The revisions ``alembic upgrade`` would run from ``from_revs`` (None or empty: the
+    base) to ``to_rev`` (None: every head), oldest first. Ids or branch labels; an unknown one
+    raises ValueError."""
+    start: list[str] = []
+    for name in from_revs or ():
+        rid = tree.resolve(name)
+        if rid is None:
+            raise ValueError(f"unknown revision {name!r}")
+        start.append(rid)
+    applied = tree.ancestors_of_all(start, include_self=True)
+    if to_rev is None:
+        wanted = set(tree.revisions)
+    else:
+        target = tree.resolve(to_rev)
+        if target is None:
+            raise ValueError(f"unknown revision {to_rev!r}")
+        wanted = tree.ancestors(target, include_self=True)
+    return [rid for rid in tree.oldest_first() if rid in wanted and rid not in applied]
+
+
+# --- The analysis ---
+
+
+def analyse(
+    script_location: str | Path,
+    tree: alembic.ScriptTree,
+    revisions: list[str],
+    *,
+    pg_major: int | None = None,
+    table_sizes: TableSizes | None = None,
+    acceptances: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+) -> list[RevisionReport]:
+    """One report per revision, in the order given (oldest first, as
+    :func:`revisions_between` returns them).
+
+    Tables created by a revision earlier in ``revisions`` (an ancestor) count as new for the
+    later ones: the application running during the deployment does not use them yet. So the
+    analysis describes deploying ``revisions`` onto a database at their starting point; from
+    the base, that is an empty database.
+
+    ``table_sizes`` (from the live database) turns a blocking scan or rewrite of a small table
+    into a medium finding; without it, sizes are unknown and such findings stay high.
+    ``acceptances`` maps (revision, rule) to a lead's {"by", "comment"}.
+    """
+    location = Path(script_location)
+    wanted = [tree.revisions[rid] for rid in revisions]
+    rendered = alembic.render_revisions_sql(location, wanted)
+    schemas: dict[str, rules.Schema] = {}
+    reports = []
+    for rev in wanted:
+        before = rules.Schema.merged(
+            schemas[p] for p in (*rev.parents, *rev.dependencies) if p in schemas
+        )
+        sql = rendered[rev.id]
+        if isinstance(sql, alembic.AlembicError):
+            report = _not_previewable(rev, str(sql))
+            schemas[rev.id] = before
+        else:
+            report, schemas[rev.id] = _analyse_one(rev, sql, before, pg_major)
+        inline = _inline_acceptances(location / rev.path)
+        _accept(report, rev.id, inline, acceptances or {})
+        _grade(report, table_sizes)
+        reports.append(report)
+    return reports
+
+
+def _analyse_one(
+    rev: alembic.Revision, sql: str, before: rules.Schema, pg_major: int | None
+) -> tuple[RevisionReport, rules.Schema]:
+    analysis = rules.analyse_sql(sql, revision=rev.id, schema=before, pg_major=pg_major)
+    statements = [
+        StatementInfo(
+            index=st.index,
+            sql=st.sql,
+            line=st.line,
+            in_transaction=st.in_transaction,
+            lock=st.lock,
+            tables=list(st.tables),
+            rewrites=st.rewrites,
+            scans=st.scans,
+            fails_on_data=st.fails_on_data,
+            breaks_app=st.breaks_app,
+            data_migration=st.data_migration,
+            locks=dict(st.locks),
+        )
+        for st in analysis.statements
+    ]
+    findings: list[Finding] = []
+    by_statement: dict[int, list[Finding]] = {}
+    for st in analysis.statements:
+        for rf in st.findings:
+            finding = Finding(
+                rule=rf.rule,
+                source="runway",
+                severity=rf.severity,
+                statement=st.sql,
+                statement_index=st.index,
+                lock=rf.lock,
+                table=rf.table,
+                message=rf.message,
+                safe_way=rf.safe_way,
+                rewrites=rf.rewrites,
+                scans=rf.scans,
+                fails_on_data=rf.fails_on_data,
+                breaks_app=rf.breaks_app,
+                aliases=(rf.rule, *rf.squawk_rules),
+                size_sensitive=rf.size_sensitive and rf.severity == "high",
+            )
+            findings.append(finding)
+            by_statement.setdefault(st.index, []).append(finding)
+    findings += _squawk_findings(sql, analysis.statements, by_statement, pg_major)
+    findings.sort(key=_order)
+    tables = sorted({t for st in analysis.statements for t in st.tables})
+    report = RevisionReport(
+        revision=rev.id,
+        down_revisions=list(rev.down_revisions),
+        message=rev.message,
+        file=rev.path,
+        previewable=True,
+        error="",
+        sql=sql,
+        statements=statements,
+        findings=findings,
+        grade="low",
+        reasons=[],
+        tables=tables,
+    )
+    return report, analysis.schema
+
+
+def _order(f: Finding) -> tuple[int, int, str, str, str]:
+    index = -1 if f.statement_index is None else f.statement_index
+    return (index, -_RANK[f.severity], f.source, f.rule, f.message)
+
+
+def _squawk_findings(
+    sql: str,
+    statements: list[rules.Statement],
+    by_statement: dict[int, list[Finding]],
+    pg_major: int | None,
+) -> list[Finding]:
+    """squawk's hits: merged into Runway's finding for the same hazard, notes for style, and
+    findings of their own for what Runway's rules do not cover."""
+    try:
+        hits = squawk.lint(sql, pg_version=str(pg_major) if pg_major else None)
+    except squawk.SquawkError as exc:
+        return [
+            Finding(
+                rule="squawk-unavailable",
+                source="squawk",
+                severity="note",
+                statement="",
+                statement_index=None,
+                lock="",
+                table="",
+                message=f"squawk did not lint this revision: {exc} Runway's own rules still ran.",
+                safe_way="Install squawk-cli in Runway's environment.",
+            )
+        ]
+    out: list[Finding] = []
+    own: dict[tuple[int, str], Finding] = {}
+    for hit in hits:
+        st = next((s for s in statements if s.line <= hit.line <= s.end_line), None)
+        if st is None:
+            continue  # Alembic's bookkeeping, BEGIN/COMMIT
+        mine = by_statement.get(st.index, [])
+        same = next((f for f in mine if hit.rule in f.aliases), None)
+        if same is not None:
+            if hit.rule not in same.squawk_rules:
+                same.squawk_rules.append(hit.rule)
+            continue
+        if (st.index, hit.rule) in own:
+            continue
+        if hit.rule in _NOTES:
+            severity, why = "note", _NOTES[hit.rule]
+        elif hit.rule in _COVERED:
+            severity = "note"
+            why = "Runway's own analysis of this statement finds no such risk" + (
+                " (its table is new: the running application does not use it yet)"
+                if st.tables and not st.lock
+                else ""
+            )
+        else:
+            severity, why = "medium", ""
+        finding = Finding(
+            rule=hit.rule,
+            source="squawk",
+            severity=severity,
+            statement=st.sql,
+            statement_index=st.index,
+            lock=st.lock,
+            table=st.tables[0] if st.tables else "",
+            message=hit.message + (f" (Note: {why}.)" if why else ""),
+            safe_way=hit.help,
+            rewrites=st.rewrites and severity != "note",
+            scans=st.scans and severity != "note",
+            aliases=(hit.rule,),
+        )
+        own[(st.index, hit.rule)] = finding
+        out.append(finding)
+    return out
+
+
+def _not_previewable(rev: alembic.Revision, error: str) -> RevisionReport:
+    reason = error.removeprefix(f"alembic upgrade {rev.id} --sql failed: ")
+    finding = Finding(
+        rule="not-previewable",
+        source="runway",
+        severity="medium",
+        statement="",
+        statement_index=None,
+        lock="",
+        table="",
+        message=(
+            f"The revision's SQL cannot be rendered offline ({reason}): it reads the database "
+            "or fails without one, so nobody can review what it will run."
+        ),
+        safe_way=NOT_PREVIEWABLE_SAFE_WAY,
+        aliases=("not-previewable",),
+    )
+    return RevisionReport(
+        revision=rev.id,
+        down_revisions=list(rev.down_revisions),
+        message=rev.message,
+        file=rev.path,
+        previewable=False,
+        error=reason,
+        sql="",
+        statements=[],
+        findings=[finding],
+        grade="medium",
+        reasons=[],
+        tables=[],
+    )
+
+
+# --- Acceptances ---
+
+
+@dataclass
+class _Inline:
+    rules: list[str]
+    comment: str
+    line: int
+
+
+def _inline_acceptances(path: Path) -> list[_Inline]:
+    """``# runway: accept RULE[, RULE] -- reason`` comments in a revision file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _ACCEPT.search(line)
+        if match is None:
+            continue
+        names, _, comment = match.group("rest").partition("--")
+        found.append(
+            _Inline(
+                [n for n in re.split(r"[\s,]+", names.strip()) if n],
+                comment.strip(),
+                number,
+            )
+        )
+    return found
+
+
+def _accept(
+    report: RevisionReport,
+    revision: str,
+    inline: list[_Inline],
+    leads: Mapping[tuple[str, str], Mapping[str, str]],
+) -> None:
+    for finding in report.findings:
+        for name in finding.aliases or (finding.rule,):
+            lead = leads.get((revision, name))
+            if lead is not None:
+                finding.accepted = {
+                    **{k: str(v) for k, v in lead.items()},
+                    "by": str(lead.get("by", "")),
+                    "comment": str(lead.get("comment", "")),
+                    "source": "lead",
+                }
+                break
+        if finding.accepted is not None:
+            continue
+        for ack in inline:
+            if ack.comment and any(name in finding.aliases for name in ack.rules):
+                finding.accepted = {
+                    "by": f"comment in {report.file} (line {ack.line})",
+                    "comment": ack.comment,
+                    "source": "inline",
+                }
+                break
+    for ack in inline:
+        if not ack.comment:
+            report.findings.append(
+                Finding(
+                    rule="acceptance-without-reason",
+                    source="runway",
+                    severity="note",
+                    statement="",
+                    statement_index=None,
+                    lock="",
+                    table="",
+                    message=(
+                        f"{report.file} line {ack.line} accepts "
+                        f"{', '.join(ack.rules) or 'nothing'} without a reason, so it is ignored."
+                    ),
+                    safe_way="Write the reason after `--`: "
+                    "`# runway: accept RULE -- why it is safe here`.",
+                )
+            )
+    report.findings.sort(key=_order)
+
+
+# --- Grading ---
+
+
+def _grade(report: RevisionReport, sizes: TableSizes | None) -> None:
+    for finding in report.findings:
+        known = _size_of(finding.table, sizes)
+        if known is not None:
+            finding.table_size = _describe(*known)
+        if not finding.size_sensitive:
+            continue
+        if known is not None and 0 <= known[0] < SMALL_ROWS and known[1] < SMALL_BYTES:
+            finding.severity = "medium"
+            finding.message += (
+                f" {finding.table} is small (under {SMALL_ROWS:,} rows and "
+                f"{SMALL_BYTES // 2**20} MB), so the lock is brief."
+            )
+        elif finding.table:
+            finding.table_size = finding.table_size or (
+                "size unknown (no database)" if sizes is None else "not found in the database"
+            )
+    worst = max((_RANK[f.severity] for f in report.findings if f.counts), default=0)
+    grade = GRADES[worst]
+    if not report.previewable and grade == "low":
+        grade = "medium"
+    report.grade = grade
+    report.reasons = _reasons(report)
+
+
+def _size_of(table: str, sizes: TableSizes | None) -> tuple[int, int] | None:
+    if not sizes or not table:
+        return None
+    return sizes.get(table) or sizes.get(table.removeprefix("public."))
+
+
+def _describe(rows: int, size: int) -> str:
+    count = f"~{rows:,} rows" if rows >= 0 else "rows unknown"
+    return f"{count}, {_bytes(size)}"
+
+
+def _bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            if unit == "bytes":
+                return f"{int(value)} bytes"
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # pragma: no cover
+
+
+def _reasons(report: RevisionReport) -> list[str]:
+    reasons = []
+    if not report.previewable:
+        reasons.append(f"not previewable: {report.error}")
+    for f in report.findings:
+        if f.counts and f.rule != "not-previewable":
+            where = f" on {f.table}" if f.table else ""
+            size = f" ({f.table}: {f.table_size})" if f.table_size and f.table else ""
+            lock = f", {f.lock}" if f.lock else ""
+            reasons.append(f"{f.severity}: {f.rule}{where}{lock}{size}: {_first(f.message)}")
+    for f in report.findings:
+        if f.accepted:
+            reasons.append(
+                f"accepted ({f.accepted['source']}): {f.severity} {f.rule} — "
+                f"{f.accepted['comment']} ({f.accepted['by']})"
+            )
+    notes = sum(1 for f in report.findings if f.severity == "note" and not f.accepted)
+    if not reasons:
+        reasons.append(
+            f"nothing risky ({notes} note{'s' if notes != 1 else ''})" if notes else "nothing risky"
+        )
+    elif notes:
+        reasons.append(f"{notes} note{'s' if notes != 1 else ''} (not graded)")
+    return reasons
+
+
+def _first(message: str) -> str:
+    head, dot, _ = message.partition(". ")
+    return head + ("." if dot else "")
+
+
+# --- Pinning ---
+
+
+def report_hash(reports: Sequence[RevisionReport]) -> str:
+    """sha256 of what a reviewer approved: each revision's SQL, grade and findings (with their
+    acceptances). Estimated table sizes are left out: they drift with every write, and the
+    grade they lead to is in."""
+    pinned = [
+        {
+            "revision": r.revision,
+            "previewable": r.previewable,
+            "error": r.error,
+            "grade": r.grade,
+            "sql": r.sql,
+            "findings": [
+                {k: v for k, v in f.to_json().items() if k != "table_size"} for f in r.findings
+            ],
+        }
+        for r in reports
+    ]
+    canonical = json.dumps(pinned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

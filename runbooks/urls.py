@@ -1,0 +1,30 @@
+from django.urls import path
+
+from runbooks import reports, views
+
+urlpatterns = [
+    path("runs/", views.runs, name="runs"),
+    path("runs/new/", views.start, name="run-start"),
+    path("databases/<slug:name>/runs/<int:run_id>/", views.detail, name="run-detail"),
+    path("databases/<slug:name>/runs/<int:run_id>/abort/", views.abort, name="run-abort"),
+    path(
+        "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/tick/",
+        views.tick,
+        name="run-tick",
+    ),
+    path(
+        "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/retry/",
+        views.retry,
+        name="run-retry",
+    ),
+    path(
+        "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/decide/",
+        views.decide,
+        name="run-decide",
+    ),
+    path(
+        "databases/<slug:name>/runs/<int:run_id>/report.<str:fmt>",
+        reports.run_report,
+        name="run-report",
+    ),
+]

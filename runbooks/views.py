@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from dashboard.accounts.roles import Role, role_required
+from dashboard.databases.models import ManagedDatabase
+from runbooks import engine, library
+from runbooks.forms import AbortForm, DecideForm, RunFilterForm, StartRunForm, TickForm
+from runbooks.loader import RunbookError
+from runbooks.models import Approval, Run, StepRun, StepState
+
+PER_PAGE = 25
+LIVE_STATES = (StepState.QUEUED, StepState.RUNNING)
+
+
+def _runs() -> QuerySet[Run]:
+    return Run.objects.select_related("database", "started_by")
+
+
+def _run(name: str, run_id: int) -> Run:
+    """The run, only through its own database's URL."""
+    return get_object_or_404(_runs(), pk=run_id, database__name=name)
+
+
+def _step(run: Run, step_id: str) -> StepRun:
+    return get_object_or_404(run.steps, step_id=step_id)
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def runs(request: HttpRequest) -> HttpResponse:
+    form = RunFilterForm(request.GET or None)
+    found = _runs().order_by("-started_at")
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["database"]:
+            found = found.filter(database__name=data["database"])
+        if data["state"]:
+            found = found.filter(state=data["state"])
+        if data["person"]:
+            person = data["person"]
+            found = found.filter(
+                Q(started_by__username=person)
+                | Q(steps__done_by__username=person)
+                | Q(approvals__user__username=person)
+            ).distinct()
+    page = Paginator(found, PER_PAGE).get_page(request.GET.get("page"))
+    rows = [{"run": r, "waiting": engine.waiting_for(r)} for r in page]
+    context = {
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "databases": ManagedDatabase.objects.order_by("name").values_list("name", flat=True),
+        "nav": "runs",
+    }
+    return render(request, "runbooks/runs.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.ENGINEER)
+def start(request: HttpRequest) -> HttpResponse:
+    try:
+        books = library.books()
+    except RunbookError as exc:
+        return render(request, "runbooks/start.html", {"error": str(exc)}, status=500)
+    initial = {k: request.GET[k] for k in ("runbook", "database", "target") if k in request.GET}
+    form = StartRunForm(request.POST or None, books=books, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        db = data["database"]
+        book = books[data["runbook"]]
+        target = data["target"] or (_head(db) if book.needs_target else "")
+        try:
+            run = engine.start_run(request.user, book, db, target)
+        except engine.RunError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Run #{run.pk} started.")
+            return redirect(run)
+    status = 400 if form.errors else 200
+    context = {"form": form, "books": books.values(), "nav": "runs"}
+    return render(request, "runbooks/start.html", context, status=status)
+
+
+def _head(db: ManagedDatabase) -> str:
+    from dashboard.schema.analysis import pending_of
+
+    return pending_of(db).target
+
+
+def _detail_context(run: Run) -> dict[str, Any]:
+    steps = list(
+        run.steps.select_related("done_by").prefetch_related(
+            Prefetch("approvals", queryset=Approval.objects.select_related("user"))
+        )
+    )
+    phases = []
+    for index, phase in enumerate(run.phases):
+        mine = [s for s in steps if s.phase_index == index]
+        required = [s for s in mine if s.required]
+        phases.append(
+            {
+                "index": index,
+                "phase": phase,
+                "steps": mine,
+                "done": sum(1 for s in required if s.is_done),
+                "required": len(required),
+                "state": (
+                    "done"
+                    if index < run.phase_index or run.state == "completed"
+                    else "open"
+                    if index == run.phase_index and run.is_active
+                    else "locked"
+                ),
+            }
+        )
+    for step in steps:
+        step.void = {a.pk: a.void_reasons(run) for a in step.approvals.all()}  # type: ignore[attr-defined]
+    return {
+        "db": run.database,
+        "run": run,
+        "phases": phases,
+        "waiting": engine.waiting_for(run),
+        "live": any(s.state in LIVE_STATES for s in steps) and run.is_active,
+        "nav": "runs",
+    }
+
+
+def stamp(run: Run) -> str:
+    """Changes whenever anything on the run page would: the page reloads when it does."""
+    states = run.steps.order_by("pk").values_list("pk", "state", "verdict")
+    decisions = run.approvals.count()
+    raw = f"{run.state}|{run.phase_index}|{run.risk_hash}|{list(states)}|{decisions}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def detail(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    if request.htmx and "step" in request.GET:
+        step = get_object_or_404(run.steps, step_id=request.GET["step"])
+        response = render(
+            request, "runbooks/_output.html", {"db": run.database, "run": run, "step": step}
+        )
+        if step.state not in LIVE_STATES:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    if request.htmx:
+        if request.GET.get("stamp") == stamp(run):
+            if not run.is_active:
+                return HttpResponse(status=HttpResponseStopPolling.status_code)
+            return HttpResponse(status=204)
+        response = HttpResponse(status=200)
+        response["HX-Refresh"] = "true"
+        return response
+    return render(request, "runbooks/run.html", _detail_context(run) | {"stamp": stamp(run)})
+
+
+def _back(request: HttpRequest, run: Run, error: str = "", ok: str = "") -> HttpResponse:
+    if error:
+        messages.error(request, error)
+    if ok:
+        messages.success(request, ok)
+    return redirect(run)
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def tick(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+    run = _run(name, run_id)
+    step = _step(run, step_id)
+    form = TickForm(request.POST)
+    if not form.is_valid():
+        return _back(request, run, error=f"The note was refused: {form.errors['note'][0]}")
+    try:
+        engine.tick(request.user, run, step, form.cleaned_data["note"])
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok=f"Ticked “{step.title}”.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def retry(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+    run = _run(name, run_id)
+    try:
+        engine.retry(request.user, run, _step(run, step_id))
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok="Queued again.")
+
+
+@require_POST
+@role_required(Role.LEAD)
+def decide(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+    run = _run(name, run_id)
+    step = _step(run, step_id)
+    form = DecideForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(f"{k}: {v[0]}" for k, v in form.errors.items())
+        return _back(request, run, error=f"Nothing was recorded: {problems}")
+    try:
+        approval = engine.decide(
+            request.user, run, step, form.cleaned_data["decision"], form.cleaned_data["comment"]
+        )
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok=f"{approval.get_decision_display()}: recorded with your comment.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def abort(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    form = AbortForm(request.POST)
+    if not form.is_valid():
+        return _back(request, run, error="Say why the run is aborted.")
+    try:
+        engine.abort(request.user, run, form.cleaned_data["reason"])
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok="Run aborted.")

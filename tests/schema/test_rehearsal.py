@@ -1,0 +1,382 @@
+"""Rehearsals for real: copies made on the test cluster (TEMPLATE, or a restored backup), the
+revisions run by Alembic on the copy, lock waits read from pg_locks, the copy dropped."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.utils import timezone
+from helpers import ROOT, TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
+
+from dashboard.audit.chain import verify
+from dashboard.audit.models import AuditEvent
+from dashboard.backups import pipeline, validation
+from dashboard.backups.models import Backup
+from dashboard.databases.models import ConnectionCheck
+from dashboard.lib.cluster import Cluster
+from dashboard.schema import rehearsal
+from dashboard.schema.models import Rehearsal
+
+pytestmark = pytest.mark.django_db
+
+PENDING = ["0017", "0018", "0019", "0020"]
+
+
+def checked(db: Any, *current: str) -> Any:
+    return ConnectionCheck.objects.create(
+        database=db, state="ok", current_revisions=list(current), finished_at=timezone.now()
+    )
+
+
+def rehearse(db: Any, actor: Any = None) -> Rehearsal:
+    requested = rehearsal.request_rehearsal(actor, db, enqueue=False)
+    done = rehearsal.perform_rehearsal(requested.pk)
+    assert done is not None
+    return done
+
+
+def copies(cluster: Cluster) -> list[str]:
+    """Rehearsal copies present on the cluster (there should be none left)."""
+    with psycopg.connect(cluster.dsn()) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'runway_rehearsal_%'"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def revision_of(db: Any) -> str:
+    with psycopg.connect(db.dsn, password=TARGET_PASSWORD) as conn:
+        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])  # type: ignore[index]
+
+
+def actions_of(done: Rehearsal) -> list[str]:
+    events = AuditEvent.objects.filter(object_type="rehearsal", object_id=str(done.pk))
+    return list(events.order_by("id").values_list("action", flat=True))
+
+
+def back_up_and_validate(db: Any) -> Backup:
+    backup = pipeline.perform_backup(pipeline.request_backup(None, db, enqueue=False).pk)
+    assert backup is not None and backup.state == "completed", backup and backup.error
+    proof = validation.perform_validation(
+        validation.request_validation(None, backup, enqueue=False).pk
+    )
+    assert proof is not None and proof.state == "passed", proof and proof.error
+    return backup
+
+
+def project(folder: Path, *revisions: tuple[str, str, str]) -> Path:
+    """An Alembic project whose base is a stand-in for 0016 (the seeded target's revision),
+    followed by ``(revision, down_revision, body of upgrade())`` in order."""
+    (folder / "versions").mkdir(parents=True)
+    shutil.copy(ROOT / "migrations_target" / "env.py", folder / "env.py")
+    steps = [("0016", "None", "pass"), *((r, repr(d), body) for r, d, body in revisions)]
+    for rev, down, body in steps:
+        (folder / "versions" / f"{rev}_step.py").write_text(
+            "import threading\n\nimport psycopg\nfrom alembic import op\n\n"
+            f"revision = {rev!r}\ndown_revision = {down}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n{textwrap.indent(textwrap.dedent(body).strip(), '    ')}\n\n\n"
+            "def downgrade():\n    pass\n"
+        )
+    return folder
+
+
+# A second session (as the application would be) holds users' ACCESS EXCLUSIVE lock for 0.6 s;
+# the revision's own LOCK waits for it.
+CONTENDED = """
+url = op.get_bind().engine.url.set(drivername="postgresql")
+held = threading.Event()
+
+def application():
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as other:
+        with other.transaction():
+            other.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            other.execute("SELECT pg_sleep(0.6)")
+
+holder = threading.Thread(target=application)
+holder.start()
+held.wait(10)
+op.execute("LOCK TABLE users IN SHARE MODE")
+holder.join()
+"""
+
+
+# --- Asking ---
+
+
+def test_a_request_records_the_pending_revisions_oldest_first_and_is_audited(
+    checked_target: Any, engineer: Any
+) -> None:
+    requested = rehearsal.request_rehearsal(engineer, checked_target, enqueue=False)
+    assert requested.state == "queued"
+    assert requested.from_revisions == ["0016"]
+    assert requested.revisions == PENDING
+    assert requested.to_revision == "0020"
+    assert requested.requested_by == engineer
+    event = AuditEvent.objects.get(action="schema.rehearsal_requested")
+    assert event.actor_name == "erin"
+    assert event.details["revisions"] == PENDING and event.details["to"] == "0020"
+
+
+def test_a_request_is_refused_while_the_current_revision_is_unknown() -> None:
+    db = make_database()
+    with pytest.raises(rehearsal.RehearsalError, match="not known: test its connection first"):
+        rehearsal.request_rehearsal(None, db)
+    assert not Rehearsal.objects.exists()
+
+
+def test_a_request_is_refused_when_nothing_is_pending() -> None:
+    db = make_database()
+    checked(db, "0020")
+    with pytest.raises(rehearsal.RehearsalError, match="Nothing is pending on analyticbot"):
+        rehearsal.request_rehearsal(None, db)
+    assert not AuditEvent.objects.filter(action="schema.rehearsal_requested").exists()
+
+
+def test_a_request_is_refused_when_the_database_is_at_a_revision_no_script_defines() -> None:
+    db = make_database()
+    checked(db, "0a1b2c3d")
+    with pytest.raises(rehearsal.RehearsalError, match="0a1b2c3d, which no script"):
+        rehearsal.request_rehearsal(None, db)
+
+
+# --- The template method ---
+
+
+def test_a_quiet_database_is_copied_with_template_and_every_revision_is_timed(
+    checked_target: Any, owner_may_create_databases: None, pg_cluster: Cluster, lead: Any
+) -> None:
+    done = rehearse(checked_target, lead)
+    assert done.state == "done", done.error
+    assert (done.method, done.backup_id) == ("template", None)
+    assert [t["revision"] for t in done.timings] == PENDING
+    assert all(t["ok"] and t["error"] == "" for t in done.timings)
+    assert all(t["seconds"] > 0 and t["lock_wait_ms"] >= 0 for t in done.timings)
+    assert done.total_seconds == pytest.approx(sum(t["seconds"] for t in done.timings), abs=0.01)
+    assert done.copy_seconds > 0
+    assert done.longest_lock_wait_ms == max(t["lock_wait_ms"] for t in done.timings)
+    assert done.started_at <= done.heartbeat_at <= done.finished_at
+    assert (done.error, done.drop_error) == ("", "")
+    assert copies(pg_cluster) == []
+    assert revision_of(checked_target) == "0016"  # the source itself is untouched
+    assert actions_of(done) == [
+        "schema.rehearsal_requested",
+        "schema.rehearsal_started",
+        "schema.rehearsed",
+    ]
+    finished = AuditEvent.objects.get(action="schema.rehearsed")
+    assert finished.details["state"] == "done" and finished.details["method"] == "template"
+    assert finished.details["total_seconds"] == done.total_seconds
+    assert verify().ok
+
+
+def test_a_revision_that_sleeps_is_timed_at_least_that_long(
+    checked_target: Any, owner_may_create_databases: None, tmp_path: Path
+) -> None:
+    folder = project(tmp_path / "app", ("s1", "0016", "op.execute('SELECT pg_sleep(0.3)')"))
+    checked_target.script_location = str(folder)
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "done", done.error
+    assert [t["revision"] for t in done.timings] == ["s1"]
+    assert 0.3 <= done.timings[0]["seconds"] < 5
+
+
+def test_a_lock_wait_inside_a_revision_is_measured(
+    checked_target: Any, owner_may_create_databases: None, tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    folder = project(
+        tmp_path / "app",
+        ("quick", "0016", "op.execute('CREATE TABLE notes (id int)')"),
+        ("locked", "quick", CONTENDED),
+    )
+    checked_target.script_location = str(folder)
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "done", done.error
+    quick, locked = done.timings
+    assert quick["lock_wait_ms"] < 100
+    # Sampled every 50 ms: the wait (about 600 ms) is seen, and never longer than the revision.
+    assert 300 <= locked["lock_wait_ms"] <= locked["seconds"] * 1000
+    assert done.longest_lock_wait_ms == locked["lock_wait_ms"]
+    assert copies(pg_cluster) == []
+
+
+def test_a_failing_revision_stops_the_rehearsal_and_the_copy_is_still_dropped(
+    checked_target: Any, owner_may_create_databases: None, tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    folder = project(
+        tmp_path / "app",
+        ("good", "0016", "op.execute('CREATE TABLE notes (id int)')"),
+        ("bad", "good", "op.execute('SELECT 1/0')"),
+        ("never", "bad", "pass"),
+    )
+    checked_target.script_location = str(folder)
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "failed"
+    good, bad = done.timings  # "never" was not run
+    assert good["ok"] and good["error"] == ""
+    assert (bad["revision"], bad["ok"]) == ("bad", False)
+    assert "division by zero" in bad["error"] and TARGET_PASSWORD not in bad["error"]
+    assert bad["seconds"] > 0
+    assert done.error.startswith("Revision bad failed: alembic upgrade bad failed:")
+    assert done.total_seconds == pytest.approx(good["seconds"] + bad["seconds"], abs=0.01)
+    assert copies(pg_cluster) == []
+    assert revision_of(checked_target) == "0016"
+    finished = AuditEvent.objects.get(action="schema.rehearsed")
+    assert finished.details["state"] == "failed" and finished.details["failed_revision"] == "bad"
+
+
+def test_an_unresolvable_password_fails_the_rehearsal_instead_of_leaving_it_running(
+    checked_target: Any,
+) -> None:
+    checked_target.password_ref = "env:RUNWAY_TEST_NO_SUCH_PASSWORD"
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "failed"
+    assert "The password reference cannot be resolved" in done.error
+    assert done.finished_at is not None and done.timings == []
+    assert actions_of(done)[-1] == "schema.rehearsed"
+
+
+# --- The backup method ---
+
+
+def test_a_busy_database_is_copied_from_its_latest_validated_backup(
+    checked_target: Any,
+    owner_may_create_databases: None,
+    local_store: Path,
+    scratch_server: Cluster,
+) -> None:
+    older = back_up_and_validate(checked_target)
+    backup = back_up_and_validate(checked_target)
+    assert backup.pk > older.pk
+    with psycopg.connect(checked_target.dsn, password=TARGET_PASSWORD):  # the application
+        done = rehearse(checked_target)
+    assert done.state == "done", done.error
+    assert (done.method, done.backup_id) == ("backup", backup.pk)
+    assert [t["revision"] for t in done.timings] == PENDING
+    assert all(t["ok"] for t in done.timings)
+    assert done.copy_seconds > 0 and done.drop_error == ""
+    assert copies(scratch_server) == []
+    assert revision_of(checked_target) == "0016"
+    finished = AuditEvent.objects.get(action="schema.rehearsed")
+    assert (finished.details["method"], finished.details["backup"]) == ("backup", backup.pk)
+
+
+def test_a_busy_database_without_a_validated_backup_fails_with_the_reason(
+    checked_target: Any, owner_may_create_databases: None, pg_cluster: Cluster
+) -> None:
+    Backup.objects.create(database=checked_target, state="completed", revision="0016")
+    source = checked_target.dsn.split("dbname=")[1].split()[0]
+    with psycopg.connect(pg_cluster.dsn(source)):  # another role's session is counted too
+        done = rehearse(checked_target)
+    assert done.state == "failed"
+    assert done.error == (
+        f"1 session is connected to {source} and no validated backup exists: take and validate "
+        "a backup first."
+    )
+    assert (done.method, done.timings) == ("", [])
+    assert copies(pg_cluster) == []
+
+
+def test_a_role_that_may_not_copy_the_database_is_named(
+    checked_target: Any, pg_cluster: Cluster
+) -> None:
+    done = rehearse(checked_target)
+    assert done.state == "failed"
+    assert "app_owner may not copy" in done.error and "CREATEDB" in done.error
+    assert "no validated backup exists" in done.error
+
+
+def test_a_backup_at_another_revision_is_not_rehearsed_on(
+    checked_target: Any, local_store: Path, scratch_server: Cluster
+) -> None:
+    backup = back_up_and_validate(checked_target)
+    Backup.objects.filter(pk=backup.pk).update(revision="0015")
+    done = rehearse(checked_target)
+    assert done.state == "failed"
+    assert f"the newest validated backup #{backup.pk} is at 0015" in done.error
+    assert copies(scratch_server) == []
+
+
+# --- Once, and never left running ---
+
+
+def test_a_rehearsal_runs_once_even_if_performed_twice(checked_target: Any) -> None:
+    requested = rehearsal.request_rehearsal(None, checked_target, enqueue=False)
+    assert rehearsal.perform_rehearsal(requested.pk) is not None
+    assert rehearsal.perform_rehearsal(requested.pk) is None
+    assert actions_of(requested).count("schema.rehearsed") == 1
+
+
+def test_a_rehearsal_whose_worker_died_is_failed_and_its_copy_dropped(
+    checked_target: Any, pg_cluster: Cluster
+) -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    left = Rehearsal.objects.create(
+        database=checked_target,
+        state="running",
+        method="template",
+        started_at=stale,
+        heartbeat_at=stale,
+        revisions=PENDING,
+    )
+    pg_cluster.execute(f"CREATE DATABASE runway_rehearsal_{left.pk} OWNER {TARGET_ROLE}")
+    reaped = rehearsal.perform_rehearsal(left.pk)  # the task delivered again
+    assert reaped is not None and reaped.state == "failed"
+    assert reaped.error.startswith("The worker died mid-rehearsal")
+    assert copies(pg_cluster) == []
+    assert actions_of(left) == ["schema.rehearsed"]
+
+
+def test_the_latest_rehearsal_is_the_newest_done_one_of_exactly_these_revisions(
+    checked_target: Any,
+) -> None:
+    now = timezone.now()
+
+    def made(state: str, revisions: list[str], minutes_ago: int) -> Rehearsal:
+        return Rehearsal.objects.create(
+            database=checked_target,
+            state=state,
+            revisions=revisions,
+            finished_at=now - timedelta(minutes=minutes_ago),
+        )
+
+    made("done", PENDING, 30)
+    wanted = made("done", PENDING, 20)
+    made("failed", PENDING, 10)
+    made("done", PENDING[1:], 5)
+    made("running", PENDING, 1)
+    assert rehearsal.latest_rehearsal(checked_target, PENDING) == wanted
+    assert rehearsal.latest_rehearsal(checked_target, ["0020"]) is None
+    assert rehearsal.latest_rehearsal(make_database(name="other"), PENDING) is None
+
+
+# --- Through the real worker ---
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_rehearses_a_database(
+    celery_worker: Path,
+    checked_target: Any,
+    owner_may_create_databases: None,
+    pg_cluster: Cluster,
+    lead: Any,
+) -> None:
+    requested = rehearsal.request_rehearsal(lead, checked_target)
+    wait_until(lambda: Rehearsal.objects.get(pk=requested.pk).is_done, "the worker's rehearsal", 60)
+    done = Rehearsal.objects.get(pk=requested.pk)
+    assert done.state == "done", done.error
+    assert done.method == "template"
+    assert [t["revision"] for t in done.timings] == PENDING
+    assert copies(pg_cluster) == []
+    assert rehearsal.latest_rehearsal(checked_target, PENDING) == done

@@ -1,0 +1,458 @@
+"""dashboard.schema.risk: revisions rendered offline one at a time, linted by Runway's rules and
+squawk, graded. The demo project (migrations_target) and throwaway Alembic projects written
+into tmp_path; no database except where table sizes are read from a real one."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import ROOT
+
+from dashboard.lib import alembic, pg
+from dashboard.lib.cluster import Cluster
+from dashboard.schema import risk
+
+TARGET = ROOT / "migrations_target"
+PENDING = ["0017", "0018", "0019", "0020"]
+
+ENV_PY = """\
+from alembic import context
+
+if not context.is_offline_mode():
+    raise RuntimeError("this project only renders SQL")
+context.configure(
+    url=context.config.get_main_option("sqlalchemy.url"),
+    literal_binds=True,
+    dialect_opts={"paramstyle": "named"},
+    transaction_per_migration=True,
+)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+
+def write(folder: Path, rev: str, down: str | tuple[str, ...] | None, upgrade: str) -> Path:
+    """A revision whose upgrade() body is ``upgrade``."""
+    (folder / "versions").mkdir(parents=True, exist_ok=True)
+    (folder / "env.py").write_text(ENV_PY)
+    path = folder / "versions" / f"{rev}_step.py"
+    path.write_text(
+        f'"""step {rev}"""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f"revision = {rev!r}\ndown_revision = {down!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n" + textwrap.indent(textwrap.dedent(upgrade).strip(), "    ") + "\n\n\n"
+        "def downgrade():\n    pass\n"
+    )
+    return path
+
+
+def project(tmp_path: Path, *revisions: tuple[str, str]) -> Path:
+    """A linear project: a base revision creating ``users``, then each (rev, upgrade body)."""
+    folder = tmp_path / "app"
+    write(
+        folder,
+        "0001",
+        None,
+        'op.create_table("users", sa.Column("id", sa.BigInteger, primary_key=True), '
+        'sa.Column("email", sa.Text))',
+    )
+    down = "0001"
+    for rev, body in revisions:
+        write(folder, rev, down, body)
+        down = rev
+    return folder
+
+
+def analyse(folder: Path, from_revs: list[str] | None = None, **kwargs: object) -> list:
+    tree = alembic.read_scripts(folder)
+    return risk.analyse(folder, tree, risk.revisions_between(tree, from_revs, None), **kwargs)  # type: ignore[arg-type]
+
+
+def by_rev(reports: list[risk.RevisionReport]) -> dict[str, risk.RevisionReport]:
+    return {r.revision: r for r in reports}
+
+
+def counted(report: risk.RevisionReport) -> list[tuple[str, str]]:
+    return [(f.rule, f.severity) for f in report.findings if f.counts]
+
+
+# --- The demo project ---
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, risk.RevisionReport]:
+    tree = alembic.read_scripts(TARGET)
+    assert risk.revisions_between(tree, ["0016"], None) == PENDING
+    return by_rev(risk.analyse(TARGET, tree, PENDING))
+
+
+def test_the_demo_plain_create_index_is_high_with_share_on_users(demo: dict) -> None:
+    report = demo["0020"]
+
+    assert report.grade == "high"
+    assert counted(report) == [("create-index-blocking", "high")]
+    (finding,) = report.counted
+    assert (finding.lock, finding.table, finding.source) == ("SHARE", "users", "runway")
+    assert "CREATE INDEX CONCURRENTLY ix_users_email ON users (email)" in finding.safe_way
+    assert "autocommit_block" in finding.safe_way
+    assert finding.table_size == "size unknown (no database)"
+    assert any("users: size unknown" in reason for reason in report.reasons)
+
+
+def test_squawk_and_runway_count_the_same_hazard_once(demo: dict) -> None:
+    findings = demo["0020"].findings
+
+    index = [f for f in findings if "concurrent" in f.rule or "create-index" in f.rule]
+    assert [f.rule for f in index] == ["create-index-blocking"]
+    assert index[0].squawk_rules == ["require-concurrent-index-creation"]
+
+
+def test_the_demo_constant_default_is_not_high(demo: dict) -> None:
+    report = demo["0017"]
+
+    assert report.grade == "low"
+    assert counted(report) == []
+    assert report.statements[0].lock == "ACCESS EXCLUSIVE"
+    assert not report.statements[0].rewrites
+
+
+def test_the_demo_expand_step_is_low_with_a_style_note(demo: dict) -> None:
+    report = demo["0018"]
+
+    assert report.grade == "low"
+    notes = {f.rule for f in report.findings if f.severity == "note"}
+    assert "prefer-text-field" in notes
+
+
+def test_the_demo_batched_backfill_is_a_data_migration_not_high(demo: dict) -> None:
+    report = demo["0019"]
+
+    assert report.grade == "medium"
+    assert counted(report) == [("data-migration", "medium")]
+    (statement,) = report.statements
+    assert not statement.in_transaction
+    assert statement.data_migration
+    assert report.statements[0].sql.startswith("UPDATE users SET email_new = email WHERE")
+
+
+def test_the_demo_notes_are_style_and_timeouts_only(demo: dict) -> None:
+    notes = [f for r in demo.values() for f in r.findings if f.severity == "note"]
+
+    assert {f.rule for f in notes} <= {
+        "prefer-text-field",
+        "require-lock-timeout",
+        "require-statement-timeout",
+    }
+    assert all(f.source == "squawk" for f in notes)
+
+
+def test_the_whole_chain_lints_without_a_database() -> None:
+    tree = alembic.read_scripts(TARGET)
+    revisions = risk.revisions_between(tree, None, None)
+    reports = by_rev(risk.analyse(TARGET, tree, revisions))
+
+    assert list(reports) == [f"{i:04d}" for i in range(1, 21)]
+    for rid in [f"{i:04d}" for i in range(1, 17)]:
+        assert reports[rid].grade != "high", (rid, reports[rid].reasons)
+    # From the base every table is created in the range: the application running during
+    # that deployment does not use users yet, so 0020's index is a note there.
+    index = next(f for f in reports["0020"].findings if f.rule == "create-index-blocking")
+    assert index.severity == "note"
+    assert "created by revision 0002" in index.message
+    assert all(r.previewable for r in reports.values())
+
+
+# --- Sizes ---
+
+
+def test_a_small_table_makes_a_blocking_index_medium_with_its_size(demo: dict) -> None:
+    tree = alembic.read_scripts(TARGET)
+    (report,) = risk.analyse(TARGET, tree, ["0020"], table_sizes={"users": (200, 98_304)})
+
+    assert report.grade == "medium"
+    assert report.counted[0].table_size == "~200 rows, 96 kB"
+    assert any("users: ~200 rows, 96 kB" in reason for reason in report.reasons)
+
+
+def test_a_big_table_stays_high_with_its_size_in_the_reasons() -> None:
+    tree = alembic.read_scripts(TARGET)
+    sizes = {"users": (2_000_000, 450 * 2**20)}
+    (report,) = risk.analyse(TARGET, tree, ["0020"], table_sizes=sizes, pg_major=15)
+
+    assert report.grade == "high"
+    assert any("users: ~2,000,000 rows, 450 MB" in reason for reason in report.reasons)
+
+
+def test_a_table_missing_from_the_sizes_is_not_assumed_small() -> None:
+    tree = alembic.read_scripts(TARGET)
+    (report,) = risk.analyse(TARGET, tree, ["0020"], table_sizes={"payments": (10, 8192)})
+
+    assert report.grade == "high"
+    assert report.counted[0].table_size == "not found in the database"
+
+
+def test_table_sizes_reads_rows_and_bytes_from_a_real_database(pg_cluster: Cluster) -> None:
+    name = f"sizes_{time.monotonic_ns() % 10**8}"
+    pg_cluster.create_database(name, replace=True)
+    try:
+        with psycopg.connect(pg_cluster.dsn(name), autocommit=True) as conn:
+            conn.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+            conn.execute("INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 500) g")
+            conn.execute("CREATE SCHEMA billing")
+            conn.execute("CREATE TABLE billing.invoices (id int)")
+            conn.execute("INSERT INTO billing.invoices SELECT generate_series(1, 30)")
+            conn.execute("ANALYZE billing.invoices")
+            sizes = pg.table_sizes(conn)
+    finally:
+        pg_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    assert sizes["users"][0] == 500  # never analysed: counted
+    assert sizes["users"][1] > 8192  # heap and the primary key's index
+    assert sizes["billing.invoices"][0] == 30
+    assert "alembic_version" not in sizes
+
+
+# --- Not previewable ---
+
+
+def test_a_revision_that_reads_the_database_is_not_previewable_and_not_low(
+    tmp_path: Path,
+) -> None:
+    folder = project(
+        tmp_path,
+        ("0002", 'rows = op.get_bind().execute(sa.text("SELECT id FROM users")).fetchall()'),
+        ("0003", 'raise RuntimeError("needs the production data")'),
+        ("0004", 'op.add_column("users", sa.Column("name", sa.Text))'),
+    )
+    reports = by_rev(analyse(folder, ["0001"]))
+
+    for rid in ("0002", "0003"):
+        report = reports[rid]
+        assert not report.previewable
+        assert report.grade == "medium"
+        assert [f.rule for f in report.findings] == ["not-previewable"]
+        assert report.reasons[0].startswith("not previewable: ")
+    assert "needs the production data" in reports["0003"].error
+    assert "fetchall" in reports["0002"].error
+    assert reports["0004"].previewable and reports["0004"].grade == "low"
+
+
+def test_accepting_a_not_previewable_revision_never_makes_it_low(tmp_path: Path) -> None:
+    folder = project(tmp_path, ("0002", 'raise RuntimeError("no")'))
+    accepted = {("0002", "not-previewable"): {"by": "leo", "comment": "ran it on staging"}}
+    (report,) = analyse(folder, ["0001"], acceptances=accepted)
+
+    assert report.findings[0].accepted == {
+        "by": "leo",
+        "comment": "ran it on staging",
+        "source": "lead",
+    }
+    assert report.grade == "medium"
+
+
+# --- Acceptances ---
+
+INDEX = 'op.create_index("ix_users_email", "users", ["email"])'
+
+
+def test_an_inline_acknowledgement_accepts_a_rule_and_keeps_the_finding(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path,
+        (
+            "0002",
+            "# runway: accept require-concurrent-index-creation -- built off-hours, "
+            f"table has 50 rows\n{INDEX}",
+        ),
+    )
+    (report,) = analyse(folder, ["0001"])
+
+    (finding,) = [f for f in report.findings if f.rule == "create-index-blocking"]
+    assert finding.severity == "high"
+    assert finding.accepted == {
+        "by": "comment in versions/0002_step.py (line 12)",
+        "comment": "built off-hours, table has 50 rows",
+        "source": "inline",
+    }
+    assert report.grade == "low"
+    assert any(
+        r.startswith("accepted (inline): high create-index-blocking") for r in report.reasons
+    )
+
+
+def test_an_inline_acknowledgement_takes_runway_rule_names_too(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path,
+        ("0002", f"# runway: accept create-index-blocking, drop-column -- tiny table\n{INDEX}"),
+    )
+    (report,) = analyse(folder, ["0001"])
+
+    assert report.grade == "low"
+    assert report.findings[0].accepted is not None
+
+
+def test_an_acknowledgement_without_a_reason_is_ignored_with_a_note(tmp_path: Path) -> None:
+    folder = project(tmp_path, ("0002", f"# runway: accept create-index-blocking\n{INDEX}"))
+    (report,) = analyse(folder, ["0001"])
+
+    assert report.grade == "high"
+    note = next(f for f in report.findings if f.rule == "acceptance-without-reason")
+    assert note.severity == "note"
+
+
+def test_a_leads_acceptance_takes_the_finding_out_of_the_grade(demo: dict) -> None:
+    tree = alembic.read_scripts(TARGET)
+    accepted = {("0020", "create-index-blocking"): {"by": "leo", "comment": "50 users"}}
+    (report,) = risk.analyse(TARGET, tree, ["0020"], acceptances=accepted)
+
+    assert report.grade == "low"
+    assert report.findings[0].accepted == {"by": "leo", "comment": "50 users", "source": "lead"}
+
+
+# --- Noise ---
+
+
+def test_style_rules_are_notes_that_never_raise_the_grade(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path,
+        (
+            "0002",
+            'op.add_column("users", sa.Column("nickname", sa.String(40)))\n'
+            'op.add_column("users", sa.Column("score", sa.Integer))\n'
+            'op.add_column("users", sa.Column("seen_at", sa.DateTime))',
+        ),
+    )
+    (report,) = analyse(folder, ["0001"])
+
+    notes = {f.rule for f in report.findings}
+    assert {"prefer-text-field", "prefer-bigint-over-int", "prefer-timestamp-tz"} <= notes
+    assert {f.severity for f in report.findings} == {"note"}
+    assert report.grade == "low"
+    assert report.reasons == [f"nothing risky ({len(report.findings)} notes)"]
+
+
+def test_without_squawk_runways_rules_still_grade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    tree = alembic.read_scripts(TARGET)
+    (report,) = risk.analyse(TARGET, tree, ["0020"])
+
+    assert report.grade == "high"
+    assert [f.rule for f in report.findings] == ["squawk-unavailable", "create-index-blocking"]
+
+
+def test_a_revision_on_a_table_an_earlier_pending_revision_created_is_not_risky(
+    tmp_path: Path,
+) -> None:
+    folder = project(
+        tmp_path,
+        ("0002", 'op.create_table("events", sa.Column("id", sa.BigInteger, primary_key=True))'),
+        ("0003", 'op.create_index("ix_events_id", "events", ["id"])'),
+    )
+
+    assert by_rev(analyse(folder, ["0001"]))["0003"].grade == "low"
+    assert by_rev(analyse(folder, ["0002"]))["0003"].grade == "high"
+
+
+# --- Rendering one revision ---
+
+
+def test_a_merge_revision_renders_only_its_own_sql(tmp_path: Path) -> None:
+    folder = project(tmp_path)
+    write(folder, "0002", "0001", 'op.add_column("users", sa.Column("a", sa.Text))')
+    write(folder, "0003", "0001", 'op.add_column("users", sa.Column("b", sa.Text))')
+    write(folder, "0004", ("0002", "0003"), 'op.execute("UPDATE users SET a = b WHERE id < 10")')
+    tree = alembic.read_scripts(folder)
+
+    sql = alembic.render_revision_sql(folder, tree.revisions["0004"])
+
+    assert "UPDATE users SET a = b WHERE id < 10" in sql
+    assert "ADD COLUMN" not in sql
+    reports = by_rev(analyse(folder, ["0001"]))
+    assert reports["0004"].down_revisions == ["0002", "0003"]
+    assert counted(reports["0004"]) == [("data-migration", "medium")]
+
+
+def test_a_root_revision_renders_with_alembics_version_table_left_out_of_the_analysis(
+    tmp_path: Path,
+) -> None:
+    folder = project(tmp_path)
+    tree = alembic.read_scripts(folder)
+
+    assert "CREATE TABLE alembic_version" in alembic.render_revision_sql(
+        folder, tree.revisions["0001"]
+    )
+    (report,) = analyse(folder)
+    assert [s.sql.split("(")[0].strip() for s in report.statements] == ["CREATE TABLE users"]
+    assert report.tables == ["users"]
+
+
+def test_rendering_a_failing_revision_raises_alembic_error(tmp_path: Path) -> None:
+    folder = project(tmp_path, ("0002", 'raise RuntimeError("boom")'))
+    tree = alembic.read_scripts(folder)
+
+    with pytest.raises(alembic.AlembicError, match="RuntimeError: boom"):
+        alembic.render_revision_sql(folder, tree.revisions["0002"])
+
+
+# --- Which revisions, the JSON, the hash ---
+
+
+def test_revisions_between_follows_the_graph() -> None:
+    tree = alembic.read_scripts(TARGET)
+
+    assert risk.revisions_between(tree, ["0016"], "0018") == ["0017", "0018"]
+    assert risk.revisions_between(tree, None, "0002") == ["0001", "0002"]
+    assert risk.revisions_between(tree, ["0020"], None) == []
+    with pytest.raises(ValueError, match="unknown revision 'nope'"):
+        risk.revisions_between(tree, ["nope"], None)
+    with pytest.raises(ValueError, match="unknown revision 'nope'"):
+        risk.revisions_between(tree, None, "nope")
+
+
+def test_the_json_holds_what_pages_and_pipelines_read(demo: dict) -> None:
+    data = json.loads(json.dumps(demo["0020"].to_json()))
+
+    assert {"revision", "grade", "findings", "previewable", "error", "reasons", "tables"} <= set(
+        data
+    )
+    assert data["statements"][0]["lock"] == "SHARE"
+    finding = data["findings"][0]
+    for key in ("rule", "severity", "statement", "lock", "table", "message", "safe_way"):
+        assert finding[key], key
+    assert finding["accepted"] is None
+
+
+def test_the_report_hash_is_stable_and_ignores_size_drift() -> None:
+    tree = alembic.read_scripts(TARGET)
+
+    def hash_with(**kwargs: object) -> str:
+        return risk.report_hash(risk.analyse(TARGET, tree, PENDING, **kwargs))  # type: ignore[arg-type]
+
+    plain = hash_with()
+    assert hash_with() == plain
+    assert hash_with(table_sizes={"users": (2_000_000, 2**30)}) == hash_with(
+        table_sizes={"users": (2_100_000, 2**30 + 12345)}
+    )
+    accepted = {("0020", "create-index-blocking"): {"by": "leo", "comment": "ok"}}
+    assert hash_with(acceptances=accepted) != plain
+    assert hash_with(table_sizes={"users": (200, 98_304)}) != plain  # the grade changed
+
+
+def test_a_folder_alembic_cannot_load_makes_every_revision_not_previewable(
+    tmp_path: Path,
+) -> None:
+    folder = project(tmp_path, ("0002", INDEX))
+    (folder / "versions" / "0003_broken.py").write_text("revision = '0003'\ndef upgrade(:\n")
+    reports = analyse(folder, ["0001"])
+
+    assert [(r.revision, r.previewable, r.grade) for r in reports] == [("0002", False, "medium")]
+    assert "the script folder cannot be loaded: SyntaxError" in reports[0].error
