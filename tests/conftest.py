@@ -328,3 +328,36 @@ def s3_bucket(s3_endpoint: str) -> str:
         region_name="us-east-1",
     ).create_bucket(Bucket=name)
     return name
+
+
+# --- Backups and scratch databases (shared by backups, schema and runbooks tests) ---
+
+SCRATCH_PASSWORD_ENV = "RUNWAY_TEST_SCRATCH_PASSWORD"
+
+
+@pytest.fixture
+def local_store(settings: Any, tmp_path: Path) -> Path:
+    """Backups go to a local folder; the passphrase is set."""
+    store = tmp_path / "store"
+    settings.RUNWAY_BACKUP_PASSPHRASE = BACKUP_PASSPHRASE
+    settings.RUNWAY_BACKUP_STORAGE = f"file://{store}"
+    return store
+
+
+@pytest.fixture
+def scratch_server(settings: Any, pg_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """Scratch databases are made by the cluster's superuser (RUNWAY_SCRATCH_DSN)."""
+    monkeypatch.setenv(SCRATCH_PASSWORD_ENV, pg_cluster.password)
+    settings.RUNWAY_SCRATCH_DSN = (
+        f"host={pg_cluster.host} port={pg_cluster.port} dbname=postgres user=postgres"
+    )
+    settings.RUNWAY_SCRATCH_PASSWORD_REF = f"env:{SCRATCH_PASSWORD_ENV}"
+    return pg_cluster
+
+
+@pytest.fixture
+def owner_may_create_databases(pg_cluster: Cluster) -> Iterator[None]:
+    """The target's own role may create the scratch database (no RUNWAY_SCRATCH_DSN)."""
+    pg_cluster.execute(f"ALTER ROLE {TARGET_ROLE} CREATEDB")
+    yield
+    pg_cluster.execute(f"ALTER ROLE {TARGET_ROLE} NOCREATEDB")

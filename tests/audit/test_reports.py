@@ -357,3 +357,33 @@ def test_exports_send_anonymous_users_to_log_in(client, db, url):
 @pytest.mark.parametrize("url", EXPORTS)
 def test_exports_reject_post(viewing, url):
     assert viewing.post(url).status_code == 405
+
+
+# --- In Chromium ---
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_viewer_filters_and_downloads_what_the_page_shows(
+    page, live_server, viewer, lead, monkeypatch, artifacts
+):
+    record_at(monkeypatch, "2020-01-15T12:00:00", lead, "run.approved", Thing(1, "analyticbot"),
+              object_type="database")  # fmt: skip
+    record(lead, "backup.requested", Thing(1, "analyticbot"), object_type="database")
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "vera")
+    page.fill("#id_password", "pw-vera")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}{reverse('audit-events')}")
+    page.fill("#id_action", "run.")
+    page.fill("#id_since", "2020-01-01")
+    page.fill("#id_until", "2020-01-31")
+    with page.expect_response(lambda r: "action=run." in r.url):
+        page.get_by_role("button", name="Filter").click()  # htmx swaps the table and the links
+    page.screenshot(path=artifacts / "audit-page-filtered.png", full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV").click()
+    assert download.value.suggested_filename == "runway-audit-2020-01-01_2020-01-31.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [r["action"] for r in rows] == ["run.approved"]

@@ -1,0 +1,130 @@
+"""In Chromium, two people: an engineer starts a production deployment of analyticbot to the
+newest revision; the automated steps run on the real Celery worker (risk report, rehearsal,
+backup, validation, gates, upgrade, integrity); the engineer ticks the manual items; a lead
+approves from another browser context; the run completes at the target revision and the PDF
+report downloads (its first page goes through pdftoppm)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from dashboard.lib import pg
+from dashboard.lib.secrets import resolve
+from runbooks.models import Run, RunState
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+SLOW = 120_000  # ms: a backup, its restore and a rehearsal on a shared 2-core machine
+
+
+def log_in(page, live_server, username):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def step_row(page, step_id):
+    return page.locator(f"tr[data-step='{step_id}']")
+
+
+def wait_done(page, *step_ids):
+    for step_id in step_ids:
+        page.locator(f"tr[data-step='{step_id}'][data-state='done']").wait_for(timeout=SLOW)
+
+
+def tick_all(page, note="checked"):
+    """Tick every open check of the open phase, one at a time (each tick reloads the page)."""
+    while True:
+        forms = page.locator("form.tick")
+        if forms.count() == 0:
+            return
+        row = forms.first.locator("xpath=ancestor::tr[1]")
+        step_id = row.get_attribute("data-step")
+        row.locator("input[name=note]").fill(note)
+        row.get_by_role("button", name="Tick").click()
+        page.locator(f"tr[data-step='{step_id}'][data-state='done']").wait_for()
+
+
+def test_a_lead_approves_a_production_deployment_in_the_browser(
+    browser,
+    live_server,
+    celery_worker,
+    engineer,
+    lead,
+    live_target,
+    owner_may_create_databases,
+    artifacts,
+    tmp_path,
+):
+    erin = browser.new_context().new_page()
+    leo = browser.new_context().new_page()
+    log_in(erin, live_server, "erin")
+    erin.goto(f"{live_server.url}/runs/new/?database=analyticbot&runbook=production-deployment")
+    erin.get_by_role("button", name="Start").click()
+    erin.wait_for_url("**/databases/analyticbot/runs/*/")
+    run = Run.objects.get()
+    assert run.target_revision == "0020" and run.revisions == ["0017", "0018", "0019", "0020"]
+
+    # Preparation: the risk report and the rehearsal run on the worker; the page follows them.
+    wait_done(erin, "risk-report", "rehearsal")
+    assert "s in all" in step_row(erin, "rehearsal").inner_text()
+    tick_all(erin, "reviewed on the revision pages")
+
+    # Pre-deployment: backup, its restore validation and the gates, then the approval.
+    wait_done(erin, "backup", "validate-backup", "gates")
+    tick_all(erin)
+    approval = step_row(erin, "lead-approval")
+    assert approval.get_attribute("data-state") == "open"
+    assert "Approve" not in approval.inner_text()  # an engineer sees no approve button
+    erin.screenshot(path=artifacts / "run-waiting-for-approval.png", full_page=True)
+
+    log_in(leo, live_server, "leo")
+    leo.goto(f"{live_server.url}{run.get_absolute_url()}")
+    assert "a lead to approve" in leo.locator("#waiting").inner_text()
+    row = step_row(leo, "lead-approval")
+    row.locator("textarea[name=comment]").fill("Read the risk report; 0020 is small. Go.")
+    row.get_by_role("button", name="Approve").click()
+    leo.locator("tr[data-step='lead-approval'][data-state='done']").wait_for()
+
+    # Execution: the worker upgrades (the engineer's page notices the approval by itself).
+    wait_done(erin, "upgrade", "integrity")
+    assert "At 0020: 4 revision(s)" in step_row(erin, "upgrade").inner_text()
+    tick_all(erin)
+    tick_all(erin)  # post-deployment
+    erin.locator("#run-state", has_text="Completed").wait_for()
+    erin.screenshot(path=artifacts / "run-completed.png", full_page=True)
+    run.refresh_from_db()
+    assert run.state == RunState.COMPLETED
+    with pg.connect(live_target.dsn, resolve(live_target.password_ref)) as conn:
+        assert pg.alembic_revision(conn) == "0020"
+    approval_row = run.approvals.get()
+    assert approval_row.user == lead and approval_row.backup_id_seen == run.backup_id
+
+    with erin.expect_download() as download:
+        erin.locator("#report-pdf").click()
+    pdf = tmp_path / "report.pdf"
+    download.value.save_as(pdf)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "80",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(pdf),
+            str(artifacts / "run-report"),
+        ],
+        check=True,
+    )
+    page_one = next(artifacts.glob("run-report-*1.png"))
+    assert page_one.stat().st_size > 10_000
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
+    assert "Approved by leo" in text or "Approved\nby leo" in text or "leo" in text
+    assert f"#{run.backup_id}" in text and "0020" in text
