@@ -157,6 +157,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.backups.tasks.reap_stale_backups",
         "schedule": 5 * 60.0,
     },
+    "reap-stale-rehearsals": {
+        "task": "dashboard.schema.tasks.reap_stale_rehearsals",
+        "schedule": 5 * 60.0,
+    },
+    "reap-stale-run-steps": {
+        "task": "runbooks.tasks.reap_stale_steps",
+        "schedule": 5 * 60.0,
+    },
 }
 
 LOGGING = {

@@ -11,11 +11,13 @@ or two people never advance the same run at once.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -376,12 +378,16 @@ def perform_step(step_id: int) -> StepRun | None:
             output="\n".join(lines)[-100_000:], heartbeat_at=timezone.now()
         )
 
+    beating = _Heartbeat(step_id)
+    beating.start()
     try:
         outcome = _run_action(run, step, log)
     except Exception as exc:  # an action's bug must not leave the step running
         logger.exception("step %s of run %s crashed", step.step_id, run.pk)
         log("".join(traceback.format_exception_only(exc)).strip())
         outcome = Outcome("fail", f"The action crashed: {type(exc).__name__}: {exc}")
+    finally:
+        beating.stop()
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         step = StepRun.objects.get(pk=step_id)
@@ -407,6 +413,66 @@ def perform_step(step_id: int) -> StepRun | None:
         if outcome.ok and not aborted:
             _advance(run)
     return step
+
+
+class _Heartbeat(threading.Thread):
+    """Marks the step alive every few seconds while its action runs (an action may be silent
+    for minutes, e.g. a big pg_dump), so the reaper only fails steps whose worker died."""
+
+    def __init__(self, step_id: int, every: float = 15.0) -> None:
+        super().__init__(name=f"step-{step_id}-heartbeat", daemon=True)
+        self.step_id = step_id
+        self.every = every
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.halt.wait(self.every):
+                StepRun.objects.filter(pk=self.step_id, state=StepState.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+
+
+WORKER_DIED = "The worker died mid-step (no heartbeat since {since}); retry it."
+
+
+def reap_stale_steps(*, now: datetime | None = None) -> list[StepRun]:
+    """Fail running steps whose worker died, so that they can be retried."""
+    from dashboard.backups.pipeline import stale_after
+
+    cutoff = (now or timezone.now()) - stale_after()
+    reaped = []
+    stale = StepRun.objects.filter(state=StepState.RUNNING, heartbeat_at__lt=cutoff)
+    for pk, heartbeat in stale.values_list("pk", "heartbeat_at"):
+        message = WORKER_DIED.format(since=heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        with transaction.atomic():
+            taken = StepRun.objects.filter(
+                pk=pk, state=StepState.RUNNING, heartbeat_at=heartbeat
+            ).update(
+                state=StepState.FAILED, verdict="fail", summary=message, finished_at=timezone.now()
+            )
+            if not taken:
+                continue
+            step = StepRun.objects.select_related("run").get(pk=pk)
+            record(
+                None,
+                "run.step_finished",
+                step.run,
+                details={
+                    "step": step.step_id,
+                    "action": step.action,
+                    "verdict": "fail",
+                    "summary": message,
+                },
+            )
+        reaped.append(step)
+    return reaped
 
 
 def _run_action(run: Run, step: StepRun, log: Any) -> Outcome:

@@ -276,6 +276,7 @@ def period_report(
     head = chain_head()
     events = export_events(filters, head)
     total = events.count()
+    chain = check_chain()
     return {
         "filters": [(label, filters[name]) for name, label in _LABELS.items() if filters.get(name)],
         "complete": is_complete(filters),
@@ -289,7 +290,8 @@ def period_report(
         "events": list(events[:limit]),
         "truncated": total > limit,
         "limit": limit,
-        "chain": check_chain(),
+        "chain": chain,
+        "counts": {"total": f"{total:,}", "limit": f"{limit:,}", "checked": f"{chain.checked:,}"},
     }
 
 

@@ -39,7 +39,7 @@ def events(request: HttpRequest) -> HttpResponse:
         query.pop(name, None)
     template = "audit/_events.html" if request.htmx else "audit/events.html"  # type: ignore[attr-defined]
     context = {"form": form, "page": page, "query": query.urlencode()}
-    return render(request, template, context | {"pdf_max": settings.RUNWAY_PDF_MAX_EVENTS})
+    return render(request, template, context | {"pdf_max": f"{settings.RUNWAY_PDF_MAX_EVENTS:,}"})
 
 
 @require_GET

@@ -13,3 +13,8 @@ def run_gates(gate_run_id: int, tables: list[str] | None = None) -> None:
 @shared_task(acks_late=True)
 def run_rehearsal(rehearsal_id: int) -> None:
     rehearsal.perform_rehearsal(rehearsal_id)
+
+
+@shared_task
+def reap_stale_rehearsals() -> None:
+    rehearsal.reap_stale()

@@ -139,8 +139,10 @@ def test_the_csv_names_a_period_without_bounds_after_today(viewing, trail):
 
 def test_the_csv_defuses_spreadsheet_formulas(viewing, lead):
     record(lead, "database.registered", Thing(7, '=HYPERLINK("http://evil","x")'), object_type="db")
-    row = next(csv.DictReader(io.StringIO(body(viewing.get(CSV_URL)).decode())))
-    assert row["object"] == '\'=HYPERLINK("http://evil","x")'
+    record(lead, "note", Thing(8, "-2+3"), object_type="db", details={"text": "=1+1"})
+    *_, formula, sum_ = csv.DictReader(io.StringIO(body(viewing.get(CSV_URL)).decode()))
+    assert formula["object"] == '\'=HYPERLINK("http://evil","x")'
+    assert sum_["object"] == "'-2+3" and json.loads(sum_["details"]) == {"text": "=1+1"}
 
 
 def test_exports_stream_a_chunk_at_a_time(viewing, trail, monkeypatch):

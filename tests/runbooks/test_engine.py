@@ -148,3 +148,51 @@ def test_waiting_for_says_who(engineer, analyticbot):
     waiting = engine.waiting_for(run)
     assert "an engineer to tick “Look at the revisions”" in waiting
     assert any("a lead to approve “A lead approves” (0/1)" in w for w in waiting)
+
+
+FAILING_ACTION = """
+id: reach
+title: Reach it
+phases:
+  - id: only
+    title: Only
+    steps:
+      - id: read
+        action: database.check
+        title: Read the database
+      - id: after
+        approval: A lead approves
+        role: lead
+"""
+
+
+def test_a_failed_action_stops_the_phase_with_the_reason_and_can_be_retried(
+    engineer, analyticbot
+):
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    engine.perform_step(step(run, "read").pk)
+    failed = step(run, "read")
+    assert failed.state == StepState.FAILED and failed.verdict == "fail"
+    assert "could not connect" in failed.summary.lower() or "refused" in failed.summary.lower()
+    assert step(run, "after").state == StepState.WAITING  # the phase stopped there
+    assert "an engineer to retry “Read the database” or abort" in engine.waiting_for(run)
+    engine.retry(engineer, run, failed)
+    assert step(run, "read").state == StepState.QUEUED
+    with pytest.raises(engine.RunError, match="Only a failed automated step"):
+        engine.retry(engineer, run, step(run, "read"))
+
+
+def test_a_step_whose_worker_died_is_failed_by_the_reaper(engineer, analyticbot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    assert engine.claim(step(run, "read").pk)
+    stale = timezone.now() - timedelta(hours=1)
+    run.steps.filter(step_id="read").update(heartbeat_at=stale)
+    reaped = engine.reap_stale_steps()
+    assert [s.step_id for s in reaped] == ["read"]
+    dead = step(run, "read")
+    assert dead.state == StepState.FAILED and "worker died" in dead.summary
+    assert engine.perform_step(dead.pk) is None  # a redelivered task does not run it again
