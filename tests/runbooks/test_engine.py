@@ -166,9 +166,7 @@ phases:
 """
 
 
-def test_a_failed_action_stops_the_phase_with_the_reason_and_can_be_retried(
-    engineer, analyticbot
-):
+def test_a_failed_action_stops_the_phase_with_the_reason_and_can_be_retried(engineer, analyticbot):
     run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
     engine.perform_step(step(run, "read").pk)
     failed = step(run, "read")
