@@ -112,6 +112,9 @@ class Stack:
         target_password_file = self.home / "secrets" / "analyticbot.password"
         target_password = _secret(target_password_file)
         self.cluster.create_role(TARGET_ROLE, target_password)
+        # Backup validations restore into scratch databases, and rehearsals copy the database:
+        # the demo's application role may create databases (production: RUNWAY_SCRATCH_DSN).
+        self.cluster.execute(f"ALTER ROLE {TARGET_ROLE} CREATEDB")
 
         redis_port = free_port()
         say(f"Redis on 127.0.0.1:{redis_port}")

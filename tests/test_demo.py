@@ -112,7 +112,15 @@ def test_the_demo_serves_the_console_and_a_lead_sees_the_pending_revisions(page,
             "0018",
             "0017",
         ]
+        grades = {
+            rev: page.locator(f"tr[data-rev='{rev}'] [data-grade]").get_attribute("data-grade")
+            for rev in ("0017", "0018", "0019", "0020")
+        }
+        assert grades["0017"] == "low" and grades["0019"] == "medium"
+        assert grades["0020"] in ("medium", "high")  # medium on the demo's 2,000 users
         page.screenshot(path=artifacts / "history.png", full_page=True)
+        page.goto(f"{base}/databases/analyticbot/preflight/")
+        assert page.get_by_role("button", name="Run the gates").is_visible()
     finally:
         output = demo.stop()
     assert demo.proc.returncode == 0, output

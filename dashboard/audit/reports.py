@@ -180,7 +180,7 @@ def _plain(value: Any) -> Any:
 
 def _walk(events: QuerySet[AuditEvent]) -> Iterator[AuditEvent]:
     # Inside a transaction the named cursor is declared WITHOUT HOLD and streams; if the client
-    # goes away, closing the generator rolls the (read-only) transaction back.
+    # goes away, closing the generator rolls the transaction back (it wrote nothing).
     with transaction.atomic():
         yield from events.iterator(chunk_size=CHUNK)
 

@@ -184,3 +184,20 @@ def test_reports_download_in_three_formats(client, viewer, run):
     pdf = client.get(url("run-report", run, "pdf"))
     assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     assert client.get(url("run-report", run, "exe")).status_code == 404
+
+
+def test_a_run_reports_json_verifies_outside_runway(client, viewer, engineer, run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    engine.tick(engineer, run, run.steps.get(step_id="look"), "read them")
+    client.force_login(viewer)
+    export = tmp_path / "run.json"
+    export.write_bytes(b"".join(client.get(url("run-report", run, "json")).streaming_content))
+    tool = Path(__file__).resolve().parents[2] / "tools" / "verify_audit_export.py"
+    ok = subprocess.run([sys.executable, str(tool), str(export)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    export.write_text(export.read_text().replace("read them", "read none"))
+    broken = subprocess.run([sys.executable, str(tool), str(export)], capture_output=True, text=True)
+    assert broken.returncode == 1
