@@ -264,12 +264,10 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
             raise RunError(f"Only a {step.role} (or higher) can decide {step.title!r}.")
         if step.four_eyes and actor.pk == run.started_by_id:
             raise RunError("You started this run: someone else must approve it (four eyes).")
-        if step.approvals.filter(user=actor, decision=Decision.APPROVE).exists() and (
-            decision == Decision.APPROVE
+        if decision == Decision.APPROVE and any(
+            _holds(run, step, a) for a in step.approvals.filter(user=actor)
         ):
-            held = [a for a in step.approvals.filter(user=actor) if _holds(run, step, a)]
-            if held:
-                raise RunError("You have already approved this step.")
+            raise RunError("You have already approved this step.")
         current_hash = analysis.pinned_hash(run.database, run.revisions) if run.revisions else ""
         if current_hash != run.risk_hash:
             run.risk_hash = current_hash

@@ -194,3 +194,52 @@ def test_a_step_whose_worker_died_is_failed_by_the_reaper(engineer, analyticbot)
     dead = step(run, "read")
     assert dead.state == StepState.FAILED and "worker died" in dead.summary
     assert engine.perform_step(dead.pk) is None  # a redelivered task does not run it again
+
+
+APPROVE_THEN_UPGRADE = """
+id: guarded
+title: Guarded
+needs_target: true
+phases:
+  - id: review
+    title: Review
+    steps:
+      - id: approve
+        approval: A lead approves
+        role: lead
+  - id: run
+    title: Run
+    steps:
+      - id: upgrade
+        action: schema.upgrade
+        title: Upgrade
+"""
+
+
+def test_an_approval_voids_itself_when_the_risk_report_changes_and_nothing_runs(
+    engineer, lead, analyticbot
+):
+    from dashboard.schema.models import RiskAcceptance
+
+    run = engine.start_run(engineer, book(APPROVE_THEN_UPGRADE), analyticbot, "0020")
+    engine.decide(lead, run, step(run, "approve"), "approve", "read the report")
+    assert step(run, "upgrade").state == StepState.QUEUED
+    # Someone accepts a finding after the approval: the report the lead saw is not this one.
+    RiskAcceptance.objects.create(
+        database=analyticbot,
+        revision="0020",
+        rule="create-index-blocking",
+        comment="later",
+        accepted_by=make_user("lena", "lead"),
+    )
+    engine.perform_step(step(run, "upgrade").pk)
+    upgrade = step(run, "upgrade")
+    assert upgrade.state == StepState.FAILED
+    assert "approval is void: the risk report changed since it was approved" in upgrade.summary
+    assert "Nothing ran" in upgrade.summary
+    run.refresh_from_db()
+    assert run.phase_index == 0 and step(run, "approve").state == StepState.OPEN
+    assert AuditEvent.objects.filter(action="run.approvals_void").exists()
+    # The lead approves again, on the new report; the approval holds.
+    engine.decide(lead, run, step(run, "approve"), "approve", "accepted finding is fine")
+    assert step(run, "approve").state == StepState.DONE
