@@ -321,7 +321,7 @@ def run_bench(args: argparse.Namespace, cluster: Any, work: Path, env: dict[str,
         rows = {"pdf": min(count, pdf_max), "csv-tenth": count // 10, "json-tenth": count // 10}
         rate = rows.get(key, count) / r["seconds"]
         return (
-            f"{label:46} {r['seconds']:8.1f} {rate / 1000:8.1f}k/s {r['bytes'] / 1e6:8.0f} MB "
+            f"{label:46} {r['seconds']:8.1f} {rate:8,.0f}/s {r['bytes'] / 1e6:8.0f} MB "
             f"{r['peak_kb'] / 1024:7.0f} MB {growth:+7.0f} MB"
         )
 

@@ -196,6 +196,13 @@ class Stack:
                 f"127.0.0.1:{self.web_port}",
                 "--workers",
                 "2",
+                # Threads, and a timeout long enough for a big streamed export or a PDF.
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--timeout",
+                "120",
                 "--access-logfile",
                 "-",
             ],

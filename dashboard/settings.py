@@ -136,7 +136,7 @@ RUNWAY_SCRATCH_PASSWORD_REF = env("RUNWAY_SCRATCH_PASSWORD_REF")
 # A running backup or validation whose worker has not reported for this long is reaped.
 RUNWAY_BACKUP_STALE_SECONDS = envint("RUNWAY_BACKUP_STALE_SECONDS", 300)
 # Audit reports: a PDF lists at most this many events (CSV and JSON exports hold them all).
-RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 5000)
+RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 1000)
 
 # Pre-migration gates: disk use of the data directory's file system (percent), and how long a
 # transaction may have been open before the gates warn about it.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -140,11 +141,13 @@ def _pdf_context(request: HttpRequest, run: Run, events: QuerySet[AuditEvent]) -
     from runbooks.views import _detail_context
 
     risk = _step_evidence(run, "schema.risk_report")
+    listed = list(events[: settings.RUNWAY_PDF_MAX_EVENTS])
     return _detail_context(run) | {
-        "events": list(events),
+        "events": listed,
+        "truncated": len(listed) == settings.RUNWAY_PDF_MAX_EVENTS,
         "generated_by": request.user.get_username(),
         "generated_at": timezone.now(),
-        "chain": audit_reports.check_chain(),
+        "chain": audit_reports.check_chain(listed),
         "risk": risk.get("revisions", []),
         "gates": _step_evidence(run, "gates.preflight").get("gates", []),
         "upgrade": _step_evidence(run, "schema.upgrade").get("revisions", []),

@@ -199,5 +199,7 @@ def test_a_run_reports_json_verifies_outside_runway(client, viewer, engineer, ru
     ok = subprocess.run([sys.executable, str(tool), str(export)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     export.write_text(export.read_text().replace("read them", "read none"))
-    broken = subprocess.run([sys.executable, str(tool), str(export)], capture_output=True, text=True)
+    broken = subprocess.run(
+        [sys.executable, str(tool), str(export)], capture_output=True, text=True
+    )
     assert broken.returncode == 1
