@@ -25,7 +25,9 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["object_type", "object_id"], name="audit_audit_object__idx")
+            models.Index(fields=["object_type", "object_id"], name="audit_audit_object__idx"),
+            # Period reports and the page's date filter.
+            models.Index(fields=["created_at"], name="audit_created_at_idx"),
         ]
 
     def __str__(self) -> str:
