@@ -138,11 +138,11 @@ def run_report(request: HttpRequest, name: str, run_id: int, fmt: str) -> HttpRe
 
 
 def _pdf_context(request: HttpRequest, run: Run, events: QuerySet[AuditEvent]) -> dict[str, Any]:
-    from runbooks.views import _detail_context
+    from runbooks.views import run_context
 
     risk = _step_evidence(run, "schema.risk_report")
     listed = list(events[: settings.RUNWAY_PDF_MAX_EVENTS])
-    return _detail_context(run) | {
+    return run_context(run) | {
         "events": listed,
         "truncated": len(listed) == settings.RUNWAY_PDF_MAX_EVENTS,
         "generated_by": request.user.get_username(),

@@ -97,7 +97,7 @@ def _head(db: ManagedDatabase) -> str:
     return pending_of(db).target
 
 
-def _detail_context(run: Run) -> dict[str, Any]:
+def run_context(run: Run) -> dict[str, Any]:
     steps = list(
         run.steps.select_related("done_by").prefetch_related(
             Prefetch("approvals", queryset=Approval.objects.select_related("user"))
@@ -163,7 +163,7 @@ def detail(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
         response = HttpResponse(status=200)
         response["HX-Refresh"] = "true"
         return response
-    return render(request, "runbooks/run.html", _detail_context(run) | {"stamp": stamp(run)})
+    return render(request, "runbooks/run.html", run_context(run) | {"stamp": stamp(run)})
 
 
 def _back(request: HttpRequest, run: Run, error: str = "", ok: str = "") -> HttpResponse:

@@ -1,4 +1,6 @@
+import json
 from datetime import datetime
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -15,3 +17,26 @@ def ago(moment: datetime | None) -> str:
     if (timezone.now() - moment).total_seconds() < 60:
         return "just now"
     return f"{timesince(moment)} ago"
+
+
+@register.filter
+def verdict_class(verdict: str) -> str:
+    return {"pass": "b-ok", "warn": "b-warn", "fail": "b-bad"}.get(verdict, "b-muted")
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def slice_item(sequence: Any, index: int) -> Any:
+    try:
+        return sequence[int(index)]
+    except (IndexError, TypeError, ValueError):
+        return None
