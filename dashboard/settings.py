@@ -142,6 +142,9 @@ RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 1000)
 # transaction may have been open before the gates warn about it.
 RUNWAY_DISK_FAIL_PERCENT = envint("RUNWAY_DISK_FAIL_PERCENT", 80)
 RUNWAY_DISK_WARN_PERCENT = envint("RUNWAY_DISK_WARN_PERCENT", 70)
+# A session holding a lock on a table the migration touches fails the lock gate when it is idle
+# in its transaction, waits, or has been in its transaction this long; shorter is normal traffic.
+RUNWAY_LOCK_HOLDER_SECONDS = envint("RUNWAY_LOCK_HOLDER_SECONDS", 5)
 RUNWAY_LONG_TRANSACTION_SECONDS = envint("RUNWAY_LONG_TRANSACTION_SECONDS", 300)
 
 CELERY_BEAT_SCHEDULE = {

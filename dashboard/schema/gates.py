@@ -396,6 +396,17 @@ def _gives_way(row: dict[str, Any]) -> bool:
     )
 
 
+def _lingers(row: dict[str, Any]) -> bool:
+    """A lock that would hold the migration up: a waiter, a prepared transaction, a session idle
+    in its transaction, or a transaction open for longer than RUNWAY_LOCK_HOLDER_SECONDS."""
+    if row["prepared"] or not row["granted"]:
+        return True
+    if (row["state"] or "").startswith("idle in transaction"):
+        return True
+    age = row["xact_age_s"]
+    return age is None or age >= settings.RUNWAY_LOCK_HOLDER_SECONDS
+
+
 def lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateResult:
     """Sessions (not ours) holding or waiting for any lock on the tables: the migration's own
     locks would queue behind them, and everything else behind the migration."""
@@ -417,6 +428,15 @@ def lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateResult:
         summary = (
             f"Only autovacuum works on {', '.join(sorted({r['table'] for r in rows}))}; it "
             "gives way to the migration's locks by itself."
+        )
+        return _result("locks", WARN, summary, evidence)
+    if not any(_lingers(row) for row in blocking):
+        sessions = {row["pid"] for row in blocking}
+        summary = (
+            f"{len(sessions)} running quer{'y holds' if len(sessions) == 1 else 'ies hold'} "
+            f"brief locks on {', '.join(sorted({r['table'] for r in blocking}))} (open less "
+            f"than {settings.RUNWAY_LOCK_HOLDER_SECONDS} s, none waiting): normal traffic; the "
+            "migration's lock_timeout keeps it from queueing behind a longer one."
         )
         return _result("locks", WARN, summary, evidence)
     sessions = {row["pid"] or row["virtualtransaction"] for row in blocking}

@@ -413,6 +413,22 @@ def test_a_session_holding_a_lock_on_a_touched_table_fails_the_gate(conn, dsn):
     assert lock_gate(conn, ["users"]).verdict == "pass"
 
 
+def test_a_running_query_that_holds_a_brief_lock_is_a_warning_not_a_failure(conn, dsn):
+    with session(dsn) as reader:
+        reader.autocommit = True  # a plain read: no transaction left open around it
+        running = threading.Thread(
+            target=lambda: reader.execute("SELECT pg_sleep(2) FROM users LIMIT 1")
+        )
+        running.start()
+        try:
+            wait_until(lambda: pg.lock_holders(conn, ["users"]), "the query to take its lock")
+            result = lock_gate(conn, ["users"])
+        finally:
+            running.join(10)
+    assert result.verdict == "warn"
+    assert "1 running query holds brief locks on public.users" in result.summary
+
+
 def test_a_session_waiting_for_a_lock_is_named_with_who_blocks_it(conn, dsn):
     with session(dsn) as holder, session(dsn) as waiter:
         holder_pid, waiter_pid = holder.info.backend_pid, waiter.info.backend_pid
