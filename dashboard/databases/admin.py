@@ -5,9 +5,16 @@ from dashboard.databases.forms import ManagedDatabaseForm
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 
 
+class AdminDatabaseForm(ManagedDatabaseForm):
+    """What engineers edit, plus the disk probe: a command the workers run, so admins only."""
+
+    class Meta(ManagedDatabaseForm.Meta):
+        fields = [*ManagedDatabaseForm.Meta.fields, "disk_probe"]
+
+
 @admin.register(ManagedDatabase)
 class ManagedDatabaseAdmin(admin.ModelAdmin):
-    form = ManagedDatabaseForm
+    form = AdminDatabaseForm
     list_display = ["name", "environment", "dsn", "script_location"]
     list_filter = ["environment"]
     search_fields = ["name", "dsn"]

@@ -38,3 +38,25 @@ def test_registering_through_the_admin_is_validated_and_audited(client, admin_us
     client.post(ADD, data | {"dsn": "host=db dbname=app user=app"})
     db = ManagedDatabase.objects.get(name="billing")
     assert AuditEvent.objects.filter(action="database.registered", object_id=str(db.pk)).exists()
+
+
+def test_only_the_admin_sets_the_disk_probe(client, admin_user, engineer):
+    db = make_database()
+    client.force_login(engineer)
+    edit = client.get(reverse("database-edit", args=[db.name])).content.decode()
+    assert "disk_probe" not in edit  # a command the workers run: not an engineer's field
+    client.force_login(admin_user)
+    change = reverse("admin:databases_manageddatabase_change", args=[db.pk])
+    assert b"disk_probe" in client.get(change).content
+    data = {
+        "name": db.name,
+        "environment": db.environment,
+        "dsn": db.dsn,
+        "password_ref": db.password_ref,
+        "script_location": db.script_location,
+        "critical_tables": "users, payments",
+        "disk_probe": "ssh db1 df --output=pcent /var/lib/postgresql",
+    }
+    client.post(change, data)
+    db.refresh_from_db()
+    assert db.disk_probe == "ssh db1 df --output=pcent /var/lib/postgresql"
