@@ -178,3 +178,12 @@ phases:
       - id: done
         check: Say it is done
 """
+
+
+def log_in(page: Any, live_server: Any, username: str) -> None:
+    """Log a cast member (password ``pw-<name>``) in through the real form, in Chromium."""
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")

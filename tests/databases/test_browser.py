@@ -1,19 +1,11 @@
 """In Chromium: an engineer registers a database and watches the worker's connection test land."""
 
 import pytest
-from helpers import TARGET_PASSWORD_ENV
+from helpers import TARGET_PASSWORD_ENV, log_in
 
 from dashboard.databases.models import ManagedDatabase
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page, live_server, username):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def test_an_engineer_registers_a_database_and_sees_the_connection_result(

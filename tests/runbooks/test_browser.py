@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from helpers import log_in
 
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
@@ -16,14 +17,6 @@ from runbooks.models import Run, RunState
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 SLOW = 120_000  # ms: a backup, its restore and a rehearsal on a shared 2-core machine
-
-
-def log_in(page, live_server, username):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def step_row(page, step_id):

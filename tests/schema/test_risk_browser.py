@@ -5,21 +5,13 @@ gates and a rehearsal on the real worker."""
 from __future__ import annotations
 
 import pytest
-from helpers import make_database
+from helpers import log_in, make_database
 
 from dashboard.audit.models import AuditEvent
 from dashboard.databases import checks
 from dashboard.schema.models import RiskAcceptance
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page, live_server, username):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/")
 
 
 @pytest.fixture
