@@ -181,6 +181,15 @@ def main() -> None:
 
         page_first, page_median = median_ms(lambda: render_page(folder), args.runs)
 
+        # The history page also grades the pending revisions: render each one's SQL offline,
+        # squawk and Runway's rules. Cached per process until a script changes; this is the
+        # uncached cost (the first call also pays Alembic's and pglast's imports).
+        from dashboard.schema import risk
+
+        risk_first, risk_median = median_ms(
+            lambda: risk.analyse(folder, tree, list(result.pending)), max(3, args.runs // 2)
+        )
+
         print(f"{'':44} {'first':>9} {'median':>9}")
         rows = [
             ("read_scripts", read_first, read_median),
@@ -188,6 +197,11 @@ def main() -> None:
             ("read_scripts + history + to_json (page)", total_first, total_median),
             ("alembic ScriptDirectory + walk_revisions", al_first, al_median),
             ("whole history page, template and SVG (cold)", page_first, page_median),
+            (
+                f"risk analysis of the {len(result.pending)} pending (uncached)",
+                risk_first,
+                risk_median,
+            ),
         ]
         for label, first, median in rows:
             print(f"{label:44} {first:7.1f}ms {median:7.1f}ms")
