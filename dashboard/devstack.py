@@ -115,6 +115,8 @@ class Stack:
         # Backup validations restore into scratch databases, and rehearsals copy the database:
         # the demo's application role may create databases (production: RUNWAY_SCRATCH_DSN).
         self.cluster.execute(f"ALTER ROLE {TARGET_ROLE} CREATEDB")
+        # The gates read the data directory (disk use) and every session (long transactions).
+        self.cluster.execute(f"GRANT pg_read_all_settings, pg_read_all_stats TO {TARGET_ROLE}")
 
         redis_port = free_port()
         say(f"Redis on 127.0.0.1:{redis_port}")
