@@ -544,7 +544,11 @@ def waiting_for(run: Run) -> list[str]:
     if run.state != RunState.ACTIVE:
         return []
     out = []
-    for step in run.steps.filter(phase_index=run.phase_index).order_by("position"):
+    # Filtered in Python so that a list page's prefetch of steps and approvals is used.
+    steps = sorted(
+        (s for s in run.steps.all() if s.phase_index == run.phase_index), key=lambda s: s.position
+    )
+    for step in steps:
         if step.is_done:
             continue
         if step.kind == "check" and step.required:

@@ -53,6 +53,7 @@ def runs(request: HttpRequest) -> HttpResponse:
                 | Q(steps__done_by__username=person)
                 | Q(approvals__user__username=person)
             ).distinct()
+    found = found.prefetch_related("steps__approvals")
     page = Paginator(found, PER_PAGE).get_page(request.GET.get("page"))
     rows = [{"run": r, "waiting": engine.waiting_for(r)} for r in page]
     context = {

@@ -203,3 +203,16 @@ def test_a_run_reports_json_verifies_outside_runway(client, viewer, engineer, ru
         [sys.executable, str(tool), str(export)], capture_output=True, text=True
     )
     assert broken.returncode == 1
+
+
+def test_the_runs_page_costs_the_same_queries_for_one_run_or_many(
+    client, viewer, engineer, analyticbot, django_assert_max_num_queries
+):
+    for name in ("b1", "b2", "b3", "b4", "b5"):
+        other = make_database(name=name)
+        checked(other, "0016")
+        engine.start_run(engineer, book(CHECKS_THEN_APPROVAL), other, "0020")
+    client.force_login(viewer)
+    with django_assert_max_num_queries(12):
+        body = client.get(reverse("runs")).content.decode()
+    assert body.count("data-run=") == 5
