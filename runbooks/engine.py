@@ -448,6 +448,7 @@ def reap_stale_steps(*, now: datetime | None = None) -> list[StepRun]:
     reaped = []
     stale = StepRun.objects.filter(state=StepState.RUNNING, heartbeat_at__lt=cutoff)
     for pk, heartbeat in stale.values_list("pk", "heartbeat_at"):
+        assert heartbeat is not None  # filtered on it
         message = WORKER_DIED.format(since=heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z"))
         with transaction.atomic():
             taken = StepRun.objects.filter(
