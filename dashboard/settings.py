@@ -116,6 +116,9 @@ RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
 # Approvals a production deployment needs at each approval step (never from whoever started it).
 RUNWAY_PRODUCTION_APPROVALS = envint("RUNWAY_PRODUCTION_APPROVALS", 1)
+# Every migration and rehearsal runs with these (PostgreSQL units; 0 turns one off).
+RUNWAY_MIGRATION_LOCK_TIMEOUT = env("RUNWAY_MIGRATION_LOCK_TIMEOUT", "3min")
+RUNWAY_MIGRATION_STATEMENT_TIMEOUT = env("RUNWAY_MIGRATION_STATEMENT_TIMEOUT", "5min")
 RUNWAY_RUNBOOK_LIBRARY = env("RUNWAY_RUNBOOK_LIBRARY", str(BASE_DIR / "runbooks" / "library"))
 
 # Backups: where they go, how they are sealed. The passphrase is required to take a backup; keep

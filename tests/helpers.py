@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +84,23 @@ def linear(folder: Path, count: int) -> Path:
         rev = f"{i:04d}"
         write_revision(folder, rev, down)
         down = rev
+    return folder
+
+
+def alembic_project(folder: Path, *revisions: tuple[str, str, str]) -> Path:
+    """An Alembic project whose base is a stand-in for 0016 (the seeded target's revision),
+    followed by ``(revision, down_revision, body of upgrade())`` in order."""
+    (folder / "versions").mkdir(parents=True)
+    shutil.copy(ROOT / "migrations_target" / "env.py", folder / "env.py")
+    steps = [("0016", "None", "pass"), *((r, repr(d), body) for r, d, body in revisions)]
+    for rev, down, body in steps:
+        (folder / "versions" / f"{rev}_step.py").write_text(
+            "import threading\n\nimport psycopg\nfrom alembic import op\n\n"
+            f"revision = {rev!r}\ndown_revision = {down}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n{textwrap.indent(textwrap.dedent(body).strip(), '    ')}\n\n\n"
+            "def downgrade():\n    pass\n"
+        )
     return folder
 
 

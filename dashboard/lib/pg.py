@@ -75,9 +75,12 @@ def connect(
     return psycopg.connect(conninfo.make_conninfo(**params), autocommit=autocommit)
 
 
-def sqlalchemy_url(dsn: str, password: str | None) -> str:
-    """A ``postgresql+psycopg://`` URL for Alembic/SQLAlchemy. Holds the password: never log it."""
+def sqlalchemy_url(dsn: str, password: str | None, *, options: str = "") -> str:
+    """A ``postgresql+psycopg://`` URL for Alembic/SQLAlchemy. Holds the password: never log it.
+    ``options`` (e.g. ``-c lock_timeout=3min``) is added to the DSN's own server options."""
     params = parse_dsn(dsn)
+    if options:
+        params["options"] = f"{params['options']} {options}" if params.get("options") else options
     user = quote(params.pop("user", ""), safe="")
     host = params.pop("host", "")
     port = params.pop("port", "")

@@ -35,6 +35,16 @@ class Step:
         return asdict(self)
 
 
+def timeouts() -> str:
+    """The server options every migration (and rehearsal) runs with: a DDL statement that cannot
+    get its lock gives up instead of queueing every other query behind it, and no statement
+    runs for ever (the seed audit's 3 and 5 minutes by default)."""
+    return (
+        f"-c lock_timeout={settings.RUNWAY_MIGRATION_LOCK_TIMEOUT} "
+        f"-c statement_timeout={settings.RUNWAY_MIGRATION_STATEMENT_TIMEOUT}"
+    )
+
+
 def migrate(
     db: ManagedDatabase,
     revisions: list[str],
@@ -47,7 +57,7 @@ def migrate(
     if direction not in ("upgrade", "downgrade"):
         raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
     password = resolve(db.password_ref)
-    url = pg.sqlalchemy_url(db.dsn, password)
+    url = pg.sqlalchemy_url(db.dsn, password, options=timeouts())
     run = alembic.upgrade if direction == "upgrade" else alembic.downgrade
     steps: list[Step] = []
     with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as lock:

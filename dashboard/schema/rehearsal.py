@@ -45,6 +45,7 @@ from dashboard.backups.models import Backup, BackupState, ValidationState
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic, gpg, pg
 from dashboard.lib.secrets import resolve
+from dashboard.schema import execution
 from dashboard.schema.models import JobState, Rehearsal
 from dashboard.schema.status import last_good_check, status_of
 
@@ -416,7 +417,8 @@ def _run_revisions(
     heartbeat: _Heartbeat,
 ) -> None:
     script = rehearsal.database.script_path
-    url = pg.sqlalchemy_url(copy.dsn, copy.password)  # holds the password: never shown
+    # The same server options as the real migration (holds the password: never shown).
+    url = pg.sqlalchemy_url(copy.dsn, copy.password, options=execution.timeouts())
     _warm_up()
     for revision in rehearsal.revisions:
         timing = _timed(script, url, revision, _Sampler(watcher), heartbeat)

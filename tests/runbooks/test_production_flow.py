@@ -119,3 +119,26 @@ def test_one_migration_at_a_time_per_database(live_target):
     assert revision_of(live_target) == "0016"
     steps = execution.migrate(live_target, ["0017"])
     assert [s.revision for s in steps] == ["0017"] and steps[0].ok
+
+
+CHECK_TIMEOUTS = """
+op.execute(
+    "DO $$ BEGIN IF current_setting('lock_timeout') <> '3min' "
+    "OR current_setting('statement_timeout') <> '5min' THEN "
+    "RAISE 'timeouts: %, %', current_setting('lock_timeout'), "
+    "current_setting('statement_timeout'); END IF; END $$"
+)
+"""
+
+
+def test_every_revision_runs_with_lock_and_statement_timeouts(live_target, tmp_path):
+    from helpers import alembic_project
+
+    from dashboard.schema import execution
+
+    folder = alembic_project(tmp_path / "app", ("t1", "0016", CHECK_TIMEOUTS))
+    live_target.script_location = str(folder)
+    live_target.save()
+    steps = execution.migrate(live_target, ["t1"])
+    assert steps[0].ok, steps[0].error
+    assert revision_of(live_target) == "t1"

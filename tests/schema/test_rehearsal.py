@@ -3,8 +3,6 @@ revisions run by Alembic on the copy, lock waits read from pg_locks, the copy dr
 
 from __future__ import annotations
 
-import shutil
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 from django.utils import timezone
-from helpers import ROOT, TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
+from helpers import TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
+from helpers import alembic_project as project
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
@@ -70,23 +69,6 @@ def back_up_and_validate(db: Any) -> Backup:
     return backup
 
 
-def project(folder: Path, *revisions: tuple[str, str, str]) -> Path:
-    """An Alembic project whose base is a stand-in for 0016 (the seeded target's revision),
-    followed by ``(revision, down_revision, body of upgrade())`` in order."""
-    (folder / "versions").mkdir(parents=True)
-    shutil.copy(ROOT / "migrations_target" / "env.py", folder / "env.py")
-    steps = [("0016", "None", "pass"), *((r, repr(d), body) for r, d, body in revisions)]
-    for rev, down, body in steps:
-        (folder / "versions" / f"{rev}_step.py").write_text(
-            "import threading\n\nimport psycopg\nfrom alembic import op\n\n"
-            f"revision = {rev!r}\ndown_revision = {down}\n"
-            "branch_labels = None\ndepends_on = None\n\n\n"
-            f"def upgrade():\n{textwrap.indent(textwrap.dedent(body).strip(), '    ')}\n\n\n"
-            "def downgrade():\n    pass\n"
-        )
-    return folder
-
-
 # A second session (as the application would be) holds users' ACCESS EXCLUSIVE lock for 0.6 s;
 # the revision's own LOCK waits for it.
 CONTENDED = """
@@ -94,7 +76,10 @@ url = op.get_bind().engine.url.set(drivername="postgresql")
 held = threading.Event()
 
 def application():
-    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as other:
+    with psycopg.connect(
+        host=url.host, port=url.port, dbname=url.database, user=url.username,
+        password=url.password, autocommit=True,
+    ) as other:
         with other.transaction():
             other.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
             held.set()
