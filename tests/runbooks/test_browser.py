@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from helpers import log_in
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
@@ -23,9 +24,20 @@ def step_row(page, step_id):
     return page.locator(f"tr[data-step='{step_id}']")
 
 
-def wait_done(page, *step_ids):
+def wait_done(page, *step_ids, worker_log=None):
+    """Wait until each step is done; a step that fails instead fails the test with its reason."""
     for step_id in step_ids:
-        page.locator(f"tr[data-step='{step_id}'][data-state='done']").wait_for(timeout=SLOW)
+        row = f"tr[data-step='{step_id}']"
+        try:
+            page.locator(f"{row}[data-state='done'], {row}[data-state='failed']").wait_for(
+                timeout=SLOW
+            )
+        except PlaywrightTimeout:
+            step = Run.objects.get().steps.get(step_id=step_id)
+            log = worker_log.read_text()[-4000:] if worker_log else ""
+            raise AssertionError(f"{step_id} still {step.state}: {step.output}\n{log}") from None
+        step = Run.objects.get().steps.get(step_id=step_id)
+        assert step.state == "done", f"{step_id}: {step.summary}\n{step.output}"
 
 
 def tick_all(page, note="checked"):
@@ -62,12 +74,12 @@ def test_a_lead_approves_a_production_deployment_in_the_browser(
     assert run.target_revision == "0020" and run.revisions == ["0017", "0018", "0019", "0020"]
 
     # Preparation: the risk report and the rehearsal run on the worker; the page follows them.
-    wait_done(erin, "risk-report", "rehearsal")
+    wait_done(erin, "risk-report", "rehearsal", worker_log=celery_worker)
     assert "s in all" in step_row(erin, "rehearsal").inner_text()
     tick_all(erin, "reviewed on the revision pages")
 
     # Pre-deployment: backup, its restore validation and the gates, then the approval.
-    wait_done(erin, "backup", "validate-backup", "gates")
+    wait_done(erin, "backup", "validate-backup", "gates", worker_log=celery_worker)
     tick_all(erin)
     approval = step_row(erin, "lead-approval")
     assert approval.get_attribute("data-state") == "open"
@@ -83,7 +95,7 @@ def test_a_lead_approves_a_production_deployment_in_the_browser(
     leo.locator("tr[data-step='lead-approval'][data-state='done']").wait_for()
 
     # Execution: the worker upgrades (the engineer's page notices the approval by itself).
-    wait_done(erin, "upgrade", "integrity")
+    wait_done(erin, "upgrade", "integrity", worker_log=celery_worker)
     assert "At 0020: 4 revision(s)" in step_row(erin, "upgrade").inner_text()
     tick_all(erin)
     tick_all(erin)  # post-deployment
