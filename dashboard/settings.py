@@ -148,6 +148,8 @@ RUNWAY_DISK_WARN_PERCENT = envint("RUNWAY_DISK_WARN_PERCENT", 70)
 # A session holding a lock on a table the migration touches fails the lock gate when it is idle
 # in its transaction, waits, or has been in its transaction this long; shorter is normal traffic.
 RUNWAY_LOCK_HOLDER_SECONDS = envint("RUNWAY_LOCK_HOLDER_SECONDS", 5)
+# A failing lock gate looks again after this long and fails only if a holder is still there.
+RUNWAY_LOCK_RECHECK_SECONDS = envint("RUNWAY_LOCK_RECHECK_SECONDS", 2)
 RUNWAY_LONG_TRANSACTION_SECONDS = envint("RUNWAY_LONG_TRANSACTION_SECONDS", 300)
 
 CELERY_BEAT_SCHEDULE = {

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -390,7 +391,10 @@ def _describe_lock(row: dict[str, Any]) -> str:
 
 
 def _gives_way(row: dict[str, Any]) -> bool:
-    """Autovacuum cancels itself when a lock it holds is wanted, unless it prevents wraparound."""
+    """Autovacuum cancels itself when a lock it holds is wanted, unless it prevents wraparound;
+    a backend already gone from pg_stat_activity is exiting and releases its locks."""
+    if row.get("pid") is not None and row.get("backend_type") is None:
+        return True
     return row.get("backend_type") == "autovacuum worker" and "wraparound" not in (
         row.get("query") or ""
     )
@@ -639,13 +643,29 @@ def evaluate(
             ready_gate(db.dsn, password, version),
             _disk(db, conn, problem),
             _over("long_transactions", conn, problem, long_transactions_gate),
-            _over("locks", conn, problem, lambda c: lock_gate(c, tables)),
+            _over("locks", conn, problem, lambda c: _settled_lock_gate(c, tables)),
             _over("wal", conn, problem, lambda c: wal_gate(pg.read_wal(c))),
             rehearsal_gate(db, revisions),
         ]
     finally:
         if conn is not None:
             conn.close()
+
+
+def _settled_lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateResult:
+    """Locks are a moment's picture: a failing lock gate is looked at again after
+    RUNWAY_LOCK_RECHECK_SECONDS, and fails only if a holder is still there."""
+    first = lock_gate(conn, tables)
+    if first.verdict != FAIL or settings.RUNWAY_LOCK_RECHECK_SECONDS <= 0:
+        return first
+    time.sleep(settings.RUNWAY_LOCK_RECHECK_SECONDS)
+    again = lock_gate(conn, tables)
+    if again.verdict == FAIL:
+        return again
+    gone = f" (a lock seen {settings.RUNWAY_LOCK_RECHECK_SECONDS} s earlier was released)"
+    again.summary = again.summary.rstrip(".") + gone + "."
+    again.evidence["first_look"] = first.evidence
+    return again
 
 
 # --- Runs on a worker ---

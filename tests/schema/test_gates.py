@@ -840,3 +840,27 @@ def test_preflight_json_is_the_list_of_results(checked_target):
     results = json.loads(out)
     assert [r["name"] for r in results] == list(gates.ORDER)
     assert all(r["verdict"] in ("pass", "warn", "fail") for r in results)
+
+
+def test_a_lock_released_before_the_second_look_does_not_fail_the_gate(conn, dsn, settings):
+    from dashboard.schema.gates import _settled_lock_gate
+
+    settings.RUNWAY_LOCK_RECHECK_SECONDS = 1
+    with session(dsn) as holder:
+        holder.execute("LOCK TABLE users IN ACCESS SHARE MODE")
+        releasing = threading.Timer(0.3, holder.rollback)
+        releasing.start()
+        result = _settled_lock_gate(conn, ["users"])
+        releasing.join()
+    assert result.verdict == "pass"
+    assert "was released" in result.summary
+    assert result.evidence["first_look"]["sessions"][0]["state"] == "idle in transaction"
+
+
+def test_a_lock_still_held_at_the_second_look_fails(conn, dsn, settings):
+    from dashboard.schema.gates import _settled_lock_gate
+
+    settings.RUNWAY_LOCK_RECHECK_SECONDS = 1
+    with session(dsn) as holder:
+        holder.execute("LOCK TABLE users IN ACCESS SHARE MODE")
+        assert _settled_lock_gate(conn, ["users"]).verdict == "fail"
