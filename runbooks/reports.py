@@ -19,6 +19,7 @@ from dashboard.audit import reports as audit_reports
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Validation
 from runbooks.models import Run
+from runbooks.progress import run_context
 
 FORMATS = ("csv", "json", "pdf")
 
@@ -138,8 +139,6 @@ def run_report(request: HttpRequest, name: str, run_id: int, fmt: str) -> HttpRe
 
 
 def _pdf_context(request: HttpRequest, run: Run, events: QuerySet[AuditEvent]) -> dict[str, Any]:
-    from runbooks.views import run_context
-
     risk = _step_evidence(run, "schema.risk_report")
     listed = list(events[: settings.RUNWAY_PDF_MAX_EVENTS])
     return run_context(run) | {

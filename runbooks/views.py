@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,10 +15,10 @@ from dashboard.databases.models import ManagedDatabase
 from runbooks import engine, library
 from runbooks.forms import AbortForm, DecideForm, RunFilterForm, StartRunForm, TickForm
 from runbooks.loader import RunbookError
-from runbooks.models import Approval, Run, StepRun, StepState
+from runbooks.models import Run, StepRun
+from runbooks.progress import LIVE_STATES, run_context
 
 PER_PAGE = 25
-LIVE_STATES = (StepState.QUEUED, StepState.RUNNING)
 
 
 def _runs() -> QuerySet[Run]:
@@ -96,44 +95,6 @@ def _head(db: ManagedDatabase) -> str:
     from dashboard.schema.analysis import pending_of
 
     return pending_of(db).target
-
-
-def run_context(run: Run) -> dict[str, Any]:
-    steps = list(
-        run.steps.select_related("done_by").prefetch_related(
-            Prefetch("approvals", queryset=Approval.objects.select_related("user"))
-        )
-    )
-    phases = []
-    for index, phase in enumerate(run.phases):
-        mine = [s for s in steps if s.phase_index == index]
-        required = [s for s in mine if s.required]
-        phases.append(
-            {
-                "index": index,
-                "phase": phase,
-                "steps": mine,
-                "done": sum(1 for s in required if s.is_done),
-                "required": len(required),
-                "state": (
-                    "done"
-                    if index < run.phase_index or run.state == "completed"
-                    else "open"
-                    if index == run.phase_index and run.is_active
-                    else "locked"
-                ),
-            }
-        )
-    for step in steps:
-        step.void = {a.pk: a.void_reasons(run) for a in step.approvals.all()}  # type: ignore[attr-defined]
-    return {
-        "db": run.database,
-        "run": run,
-        "phases": phases,
-        "waiting": engine.waiting_for(run),
-        "live": any(s.state in LIVE_STATES for s in steps) and run.is_active,
-        "nav": "runs",
-    }
 
 
 def stamp(run: Run) -> str:

@@ -13,7 +13,7 @@ from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.lib import alembic
 from dashboard.schema import risk
 from dashboard.schema.models import RiskAcceptance
-from dashboard.schema.status import fingerprint, scripts_of, status_of
+from dashboard.schema.status import fingerprint, last_good_check, scripts_of, status_of
 
 GRADES = ("low", "medium", "high")
 
@@ -30,7 +30,7 @@ class Pending:
 
 
 def pending_of(db: ManagedDatabase, check: ConnectionCheck | None = None) -> Pending:
-    check = check if check is not None else last_good(db)
+    check = check if check is not None else last_good_check(db)
     status = status_of(db, check)
     if status.history is None:
         return Pending(False, error=status.error)
@@ -41,12 +41,6 @@ def pending_of(db: ManagedDatabase, check: ConnectionCheck | None = None) -> Pen
         revisions=list(status.history.pending) if status.known else [],
         target=heads[0] if len(heads) == 1 else "",
     )
-
-
-def last_good(db: ManagedDatabase) -> ConnectionCheck | None:
-    from dashboard.schema.status import last_good_check
-
-    return last_good_check(db)
 
 
 def server_major(check: ConnectionCheck | None) -> int | None:
@@ -83,19 +77,26 @@ def reports_for(
     """The risk reports of ``revisions`` (in that order) for this database."""
     if not revisions:
         return []
-    check = check if check is not None else last_good(db)
-    sizes = sizes_of(check)
+    check = check if check is not None else last_good_check(db)
+    return list(_analysed(db, revisions, check, sizes_of(check)))
+
+
+def _analysed(
+    db: ManagedDatabase,
+    revisions: list[str],
+    check: ConnectionCheck | None,
+    sizes: risk.TableSizes | None,
+) -> tuple[risk.RevisionReport, ...]:
+    """The cached analysis, keyed by everything it depends on (hashable forms)."""
     accepted = acceptances_of(db)
     path = db.script_path
-    return list(
-        _cached(
-            str(path),
-            fingerprint(path),
-            tuple(revisions),
-            server_major(check),
-            tuple(sorted(sizes.items())) if sizes else (),
-            tuple(sorted((k, tuple(sorted(v.items()))) for k, v in accepted.items())),
-        )
+    return _cached(
+        str(path),
+        fingerprint(path),
+        tuple(revisions),
+        server_major(check),
+        tuple(sorted(sizes.items())) if sizes else (),
+        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in accepted.items())),
     )
 
 
@@ -122,7 +123,7 @@ def _cached(
 
 
 def pending_reports(db: ManagedDatabase) -> tuple[Pending, list[risk.RevisionReport]]:
-    check = last_good(db)
+    check = last_good_check(db)
     pending = pending_of(db, check)
     return pending, reports_for(db, pending.revisions, check=check)
 
@@ -156,15 +157,4 @@ def pinned_hash(db: ManagedDatabase, revisions: list[str]) -> str:
     """The hash an approval pins: the risk reports of ``revisions`` as the scripts, the accepted
     findings and the server's version make them. Live table sizes are left out on purpose: they
     move with every connection check, and an approval must not void itself every five minutes."""
-    check = last_good(db)
-    path = db.script_path
-    accepted = acceptances_of(db)
-    reports = _cached(
-        str(path),
-        fingerprint(path),
-        tuple(revisions),
-        server_major(check),
-        (),
-        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in accepted.items())),
-    )
-    return risk.report_hash(list(reports))
+    return risk.report_hash(list(_analysed(db, revisions, last_good_check(db), None)))
