@@ -6,6 +6,7 @@ Secrets may be given as ``NAME`` or as ``NAME_FILE`` (a file holding the value).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from dashboard.lib.env import database_from_url, env, envbool, envint, envlist
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_htmx",
     "django_celery_beat",
+    "axes",
     "dashboard.audit",
     "dashboard.accounts",
     "dashboard.databases",
@@ -50,6 +52,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: it turns a log-in refused by the throttle into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -80,9 +84,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# The throttle's backend comes first: it refuses a locked-out user name or address before any
+# password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
+
+# Log-in throttling (django-axes): after RUNWAY_LOGIN_FAILURE_LIMIT failures in a row, a user
+# name is locked from every address, and an address for every user name, for
+# RUNWAY_LOGIN_COOLOFF_MINUTES after the last failure. Refused attempts while locked do not extend
+# the lock. A success clears that user name's failures from that address. Admins release a lock
+# with manage.py axes_reset_username NAME / axes_reset_ip ADDRESS / axes_reset, or in the admin.
+AXES_FAILURE_LIMIT = envint("RUNWAY_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("RUNWAY_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_HANDLER = "dashboard.accounts.throttling.AuditedAxesHandler"
+AXES_CLIENT_IP_CALLABLE = "dashboard.accounts.throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "dashboard.accounts.throttling.lockout_response"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("RUNWAY_TIME_ZONE", "UTC")
@@ -180,5 +204,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("RUNWAY_LOG_LEVEL", "INFO")},
-    "loggers": {"alembic": {"level": "WARNING"}},
+    # axes: its start-up banner and successful log-ins are noise; failures stay (WARNING).
+    "loggers": {"alembic": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
