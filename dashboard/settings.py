@@ -14,13 +14,34 @@ from dashboard.lib.env import database_from_url, env, envbool, envint, envlist
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = envbool("RUNWAY_DEBUG", False)
-SECRET_KEY = env("RUNWAY_SECRET_KEY", "insecure-demo-key-set-RUNWAY_SECRET_KEY-in-production")
+# With DEBUG off, a missing, short or published key stops every process at start-up (the checks
+# in dashboard/checks.py, run by manage.py, gunicorn and Celery). Development falls back to a
+# published key, with a warning; no key at all fails closed wherever Django would sign something.
+RUNWAY_DEVELOPMENT_SECRET_KEY = "django-insecure-runway-development-key-refused-with-debug-off"
+SECRET_KEY = env("RUNWAY_SECRET_KEY") or (RUNWAY_DEVELOPMENT_SECRET_KEY if DEBUG else "")
 ALLOWED_HOSTS = envlist("RUNWAY_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("RUNWAY_CSRF_TRUSTED_ORIGINS")
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("RUNWAY_BEHIND_TLS_PROXY", False) else None
+
+# HTTPS. Behind a TLS proxy (which must set X-Forwarded-Proto and append the client's address
+# to X-Forwarded-For) every default below turns strict; each can be set on its own.
+RUNWAY_BEHIND_TLS_PROXY = envbool("RUNWAY_BEHIND_TLS_PROXY", False)
+# How many proxies append to X-Forwarded-For in front of Runway (log-in throttling counts the
+# address the outermost one saw); only read behind a TLS proxy.
+RUNWAY_PROXY_COUNT = envint("RUNWAY_PROXY_COUNT", 1)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if RUNWAY_BEHIND_TLS_PROXY else None
+SECURE_SSL_REDIRECT = envbool("RUNWAY_SSL_REDIRECT", RUNWAY_BEHIND_TLS_PROXY)
+SECURE_HSTS_SECONDS = envint("RUNWAY_HSTS_SECONDS", 31_536_000 if RUNWAY_BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("RUNWAY_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = envbool("RUNWAY_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool(
+    "RUNWAY_SECURE_COOKIES", RUNWAY_BEHIND_TLS_PROXY
 )
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("RUNWAY_SECURE_COOKIES", False)
+SESSION_COOKIE_HTTPONLY = CSRF_COOKIE_HTTPONLY = True  # pages carry the CSRF token themselves
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",

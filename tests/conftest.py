@@ -8,6 +8,7 @@ and the managed target databases, which are cloned from a template migrated with
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.conf import settings as django_settings
 from helpers import (
     BACKUP_PASSPHRASE,
     ROOT,
@@ -37,6 +39,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 os.environ[TARGET_PASSWORD_ENV] = TARGET_PASSWORD
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM under Playwright's sync API
+# DEBUG is off in the tests, as in production, so a process without a real secret key refuses to
+# start: the workers and manage.py commands the tests start inherit this one; this process (whose
+# settings were read before this file) gets it directly.
+os.environ.setdefault("RUNWAY_SECRET_KEY", secrets.token_urlsafe(50))
+django_settings.SECRET_KEY = os.environ["RUNWAY_SECRET_KEY"]
 
 
 # --- PostgreSQL ---
