@@ -25,13 +25,21 @@ RUNWAY_ROLE = "runway"
 TARGET_ROLE = "app_owner"
 
 
-def _secret(path: Path) -> str:
+def _secret(path: Path, nbytes: int = 24) -> str:
     """Read a secret kept under .runway/, making it on first use."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.write_text(secrets.token_urlsafe(nbytes) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _secret_key(path: Path) -> str:
+    """Django's secret key: 64 characters (Runway refuses fewer than 50 with DEBUG off). A shorter
+    one made by an earlier demo is replaced, which only logs everyone out."""
+    if path.exists() and len(path.read_text().strip()) < 50:
+        path.unlink()
+    return _secret(path, nbytes=48)
 
 
 def _port_is_free(port: int) -> bool:
@@ -72,8 +80,9 @@ class Stack:
             **os.environ,
             "DATABASE_URL": self.cluster.url("runway", RUNWAY_ROLE, own_password),
             "CELERY_BROKER_URL": redis_url,
-            "RUNWAY_DEBUG": os.environ.get("RUNWAY_DEBUG", "1"),
-            "RUNWAY_SECRET_KEY": _secret(self.home / "secrets" / "django-secret-key"),
+            # As it will be deployed: DEBUG off (static files through WhiteNoise), a real key.
+            "RUNWAY_DEBUG": os.environ.get("RUNWAY_DEBUG", "0"),
+            "RUNWAY_SECRET_KEY": _secret_key(self.home / "secrets" / "django-secret-key"),
             # Backups go to a folder under the demo's home, sealed with a passphrase kept beside
             # them (in production, keep the passphrase far from the backups).
             "RUNWAY_BACKUP_STORAGE": os.environ.get(

@@ -88,6 +88,11 @@ def test_the_demo_serves_the_console_and_a_lead_sees_the_pending_revisions(page,
         assert set(passwords) == {"lead", "engineer", "viewer"}, demo.output
 
         log_in(page, base, "lead", passwords["lead"])
+        # The demo runs as it will be deployed: DEBUG off, static files through WhiteNoise.
+        css = page.request.get(f"{base}/static/runway.css")
+        assert css.status == 200 and "text/css" in css.headers["content-type"]
+        missing = page.request.get(f"{base}/no-such-page/")
+        assert missing.status == 404 and "URLconf" not in missing.text()
         row = page.locator('tr[data-db="analyticbot"]')
         # The worker's first connection check lands within seconds; the page shows it on reload.
         for _ in range(60):
