@@ -62,7 +62,7 @@ def test_check_refuses_a_missing_short_or_published_key_with_debug_off(key, prob
     assert "(runway.E001)" in done.stderr and problem in done.stderr
 
 
-def test_migrate_refuses_too(tmp_path):
+def test_migrate_refuses_too():
     done = manage("migrate", "--noinput", env=clean_env(RUNWAY_DEBUG="0"))
 
     assert done.returncode != 0 and "RUNWAY_SECRET_KEY is not set" in done.stderr
