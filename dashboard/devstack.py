@@ -71,6 +71,9 @@ class Stack:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.cluster: Cluster | None = None
         self.logs = home / "logs"
+        # The managed databases' password files, apart from Runway's own secrets (secrets/):
+        # a database's password reference may only point in here (RUNWAY_SECRETS_DIR).
+        self.db_secrets = home / "db-secrets"
 
     def env(self, redis_url: str) -> dict[str, str]:
         assert self.cluster is not None
@@ -89,6 +92,7 @@ class Stack:
                 "RUNWAY_BACKUP_STORAGE", f"file://{self.home / 'backups'}"
             ),
             "RUNWAY_BACKUP_PASSPHRASE_FILE": str(self.home / "secrets" / "backup-passphrase"),
+            "RUNWAY_SECRETS_DIR": str(self.db_secrets),
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -118,7 +122,11 @@ class Stack:
         self.cluster = start_cluster(self.home / "pg")
         self.cluster.create_role(RUNWAY_ROLE, _secret(self.home / "secrets" / "runway-db.password"))
         self.cluster.create_database("runway", owner=RUNWAY_ROLE)
-        target_password_file = self.home / "secrets" / "analyticbot.password"
+        target_password_file = self.db_secrets / "analyticbot.password"
+        old_place = self.home / "secrets" / "analyticbot.password"  # before RUNWAY_SECRETS_DIR
+        if old_place.exists() and not target_password_file.exists():
+            target_password_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            old_place.replace(target_password_file)
         target_password = _secret(target_password_file)
         self.cluster.create_role(TARGET_ROLE, target_password)
         # Backup validations restore into scratch databases, and rehearsals copy the database:

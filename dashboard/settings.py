@@ -161,6 +161,15 @@ RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
 # Approvals a production deployment needs at each approval step (never from whoever started it).
 RUNWAY_PRODUCTION_APPROVALS = envint("RUNWAY_PRODUCTION_APPROVALS", 1)
+# Where managed databases' password references may point: env: names with this prefix, file:
+# paths inside this folder (empty: no file: references). Runway's own secrets never resolve.
+RUNWAY_SECRET_ENV_PREFIX = env("RUNWAY_SECRET_ENV_PREFIX", "RUNWAY_DB_")
+RUNWAY_SECRETS_DIR = env("RUNWAY_SECRETS_DIR")
+# Host names, *.suffixes, networks (CIDR) and socket folders managed databases may live on;
+# empty: any host.
+RUNWAY_ALLOWED_DB_HOSTS = envlist("RUNWAY_ALLOWED_DB_HOSTS")
+# Authentication methods the scratch server may ask its password with (libpq's require_auth).
+RUNWAY_SCRATCH_REQUIRE_AUTH = env("RUNWAY_SCRATCH_REQUIRE_AUTH", "scram-sha-256")
 # Every migration and rehearsal runs with these (PostgreSQL units; 0 turns one off).
 RUNWAY_MIGRATION_LOCK_TIMEOUT = env("RUNWAY_MIGRATION_LOCK_TIMEOUT", "3min")
 RUNWAY_MIGRATION_STATEMENT_TIMEOUT = env("RUNWAY_MIGRATION_STATEMENT_TIMEOUT", "5min")

@@ -11,8 +11,8 @@ from typing import Any
 from django.conf import settings
 
 from dashboard.backups.models import Backup, BackupState, Validation, ValidationState
+from dashboard.databases import credentials
 from dashboard.lib import pg
-from dashboard.lib.secrets import resolve
 
 
 @dataclass
@@ -251,7 +251,7 @@ def verify_integrity(ctx: Context) -> Outcome:
     """No rows lost from the critical tables since the run's backup, no orphaned rows for any
     foreign key, and the database at the target revision."""
     backup: Backup | None = ctx.run.backup
-    password = resolve(ctx.db.password_ref)
+    password = credentials.password(ctx.db)
     checks: list[dict[str, Any]] = []
     with pg.connect(ctx.db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
         for table, before in (backup.row_counts if backup else {}).items():

@@ -179,12 +179,25 @@ def backup_passphrase_file() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def db_secrets() -> Iterator[Path]:
+    """The managed databases' secrets directory (RUNWAY_SECRETS_DIR) of the tests and the
+    worker: a ``file:`` password reference must point in here."""
+    from django.conf import settings
+
+    folder = Path(tempfile.mkdtemp(prefix="runway-db-secrets-"))
+    settings.RUNWAY_SECRETS_DIR = str(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def worker_env(
     django_db_setup: Any,
     broker: str,
     pg_cluster: Cluster,
     s3_endpoint: str,
     backup_passphrase_file: Path,
+    db_secrets: Path,
 ) -> dict[str, str]:
     """The environment of a worker process writing to the test database."""
     from django.conf import settings
@@ -199,6 +212,7 @@ def worker_env(
         "RUNWAY_S3_ENDPOINT_URL": s3_endpoint,
         "RUNWAY_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
         "RUNWAY_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "RUNWAY_SECRETS_DIR": str(db_secrets),
     }
 
 

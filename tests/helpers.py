@@ -13,7 +13,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_ROLE = "app_owner"
 TARGET_PASSWORD = "app-owner-secret"
-TARGET_PASSWORD_ENV = "RUNWAY_TEST_TARGET_PASSWORD"
+TARGET_PASSWORD_ENV = "RUNWAY_DB_TEST_TARGET_PASSWORD"
 TARGET_TEMPLATE = "analyticbot_template"
 
 
@@ -45,7 +45,12 @@ def make_database(**kwargs: Any) -> Any:
     kwargs.setdefault("password_ref", f"env:{TARGET_PASSWORD_ENV}")
     kwargs.setdefault("script_location", "migrations_target")
     kwargs.setdefault("critical_tables", ["users", "payments"])
-    return ManagedDatabase.objects.create(**kwargs)
+    bound = kwargs.pop("bound", True)
+    db = ManagedDatabase(**kwargs)
+    if bound:
+        db.bind_secret(None)  # as the system registers it: the reference goes where the DSN is
+    db.save(force_insert=True)
+    return db
 
 
 ENV_PY = "from alembic import context\n"
@@ -206,3 +211,100 @@ def log_in(page: Any, live_server: Any, username: str) -> None:
     page.fill("#id_password", f"pw-{username}")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{live_server.url}/")
+
+
+# --- A fake PostgreSQL server (secrets must never reach it) ---
+
+
+class FakePostgres:
+    """A socket that speaks just enough of the PostgreSQL protocol to ask every client for its
+    password in clear text (or with md5), and records what each client sends: its startup
+    parameters and any password message. A real attacker's server would do exactly this."""
+
+    CODES = {"cleartext": 3, "md5": 5}
+
+    def __init__(self, auth: str = "cleartext") -> None:
+        import socket
+        import threading
+
+        self.auth = auth
+        self.startups: list[dict[str, str]] = []
+        self.passwords: list[bytes] = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port: int = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} dbname=analyticbot user=app_owner"
+
+    @property
+    def received_anything_secret(self) -> bool:
+        return any(self.passwords)
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: Any) -> None:
+        import struct
+
+        def read(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = conn.recv(n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return data
+
+        try:
+            with conn:
+                while True:
+                    length, code = struct.unpack("!ii", read(8))
+                    if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest: no
+                        conn.sendall(b"N")
+                        continue
+                    break
+                fields = read(length - 8).split(b"\0")
+                self.startups.append(
+                    {
+                        k.decode(): v.decode()
+                        for k, v in zip(fields[::2], fields[1::2], strict=False)
+                        if k
+                    }
+                )
+                request = struct.pack(
+                    "!ii", 8 if self.auth == "cleartext" else 12, self.CODES[self.auth]
+                )
+                conn.sendall(b"R" + request + (b"salt" if self.auth == "md5" else b""))
+                kind = conn.recv(1)
+                if kind == b"p":
+                    (size,) = struct.unpack("!i", read(4))
+                    self.passwords.append(read(size - 4))
+                elif kind:
+                    self.passwords.append(kind + conn.recv(4096))
+        except (EOFError, OSError, struct.error):
+            pass
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@contextmanager
+def fake_postgres(auth: str = "cleartext") -> Iterator[FakePostgres]:
+    server = FakePostgres(auth)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -54,9 +54,10 @@ from dashboard.backups.models import (
     Compression,
     DumpFormat,
 )
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import gpg, pg, s3, storage
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ class _Taken:
 def _take(backup: Backup, heartbeat: _Heartbeat) -> _Taken:
     passphrase = gpg.check_passphrase(settings.RUNWAY_BACKUP_PASSPHRASE)
     db = backup.database
-    password = resolve(db.password_ref)
+    password = credentials.password(db)
     base = storage.check_url(storage_base(db))
     key = object_key(backup)
     url = storage.join(base, key)

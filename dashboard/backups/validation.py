@@ -40,9 +40,9 @@ from dashboard.backups.models import (
     Validation,
     ValidationState,
 )
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import gpg, pg, storage
-from dashboard.lib.secrets import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def scratch_server(db: ManagedDatabase) -> tuple[str, str | None]:
     """The DSN (of an existing database to connect to) and password used to create, restore
     into and drop scratch databases."""
     if settings.RUNWAY_SCRATCH_DSN:
-        return settings.RUNWAY_SCRATCH_DSN, resolve(settings.RUNWAY_SCRATCH_PASSWORD_REF or "")
-    return db.dsn, resolve(db.password_ref)
+        return settings.RUNWAY_SCRATCH_DSN, credentials.scratch_password()
+    return db.dsn, credentials.password(db)
 
 
 @transaction.atomic

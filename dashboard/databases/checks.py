@@ -7,9 +7,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
+from dashboard.databases import credentials
 from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
 from dashboard.lib import pg
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 
 
 @transaction.atomic
@@ -39,7 +40,7 @@ def perform(check_id: int) -> ConnectionCheck | None:
     check = ConnectionCheck.objects.select_related("database").get(pk=check_id)
     db = check.database
     try:
-        password = resolve(db.password_ref)
+        password = credentials.password(db)
     except SecretError as exc:
         result = pg.Probe(False, "secret", f"{pg.PROBLEM_MESSAGES['secret']}: {exc}")
     else:

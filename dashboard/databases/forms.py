@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.http import QueryDict
 
+from dashboard.databases import credentials, registry
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import pg
 from dashboard.lib.alembic import NotAnAlembicProject, read_scripts
-from dashboard.lib.secrets import SecretError, check_reference
+from dashboard.lib.secrets import SecretError
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
@@ -44,33 +48,52 @@ class ManagedDatabaseForm(forms.ModelForm):
             "environment",
             "dsn",
             "password_ref",
+            "require_auth",
             "script_location",
             "critical_tables",
             "partner",
         ]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         partners = ManagedDatabase.objects.all()
         if self.instance.pk:
             partners = partners.exclude(pk=self.instance.pk)
         self.fields["partner"].queryset = partners  # type: ignore[attr-defined]
+        if self.instance.pk and not registry.may_change_connection(user, self.instance):
+            needed = registry.connection_role(self.instance).label
+            for name in registry.CONNECTION_FIELDS:
+                self.fields[name].disabled = True
+                self.fields[
+                    name
+                ].help_text = (
+                    f"Only a {needed} may change this: it decides where the password goes."
+                )
+
+    def _forget(self, name: str, shown: str = "") -> None:
+        """Show ``shown`` instead of what was typed into ``name``: it may hold a password."""
+        data = QueryDict(mutable=True)
+        data.update(self.data)
+        data[self.add_prefix(name)] = shown
+        self.data = data
 
     def clean_dsn(self) -> str:
         dsn = self.cleaned_data["dsn"].strip()
         try:
             pg.parse_dsn(dsn)
         except pg.BadDsn as exc:
-            # Never echo a password back into the page.
-            self.data = self.data.copy()
-            self.data[self.add_prefix("dsn")] = pg.redact(dsn)
+            self._forget("dsn", pg.echo(dsn))
             raise forms.ValidationError(str(exc)) from None
+        refusal = credentials.host_refusal(dsn) or _own_database(dsn)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return dsn
 
     def clean_password_ref(self) -> str:
         try:
-            return check_reference(self.cleaned_data["password_ref"])
+            return credentials.check_reference(self.cleaned_data["password_ref"])
         except SecretError as exc:
+            self._forget("password_ref")
             raise forms.ValidationError(str(exc)) from None
 
     def clean_script_location(self) -> str:
@@ -81,3 +104,14 @@ class ManagedDatabaseForm(forms.ModelForm):
         except NotAnAlembicProject as exc:
             raise forms.ValidationError(str(exc)) from None
         return location
+
+
+def _own_database(dsn: str) -> str:
+    """A refusal when ``dsn`` is Runway's own database: no runbook may ever migrate it."""
+    own = settings.DATABASES["default"]
+    params = pg.parse_dsn(dsn)
+    same_host = params.get("host", "") == (own.get("HOST") or "")
+    same_port = (params.get("port") or "5432") == str(own.get("PORT") or "5432")
+    if same_host and same_port and params["dbname"] == own.get("NAME"):
+        return "That is Runway's own database: it cannot be managed by Runway."
+    return ""

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+
+from dashboard.lib import pg
 
 
 class Environment(models.TextChoices):
@@ -15,9 +18,21 @@ class Environment(models.TextChoices):
     PRODUCTION = "production", "Production"
 
 
+class AuthMethods(models.TextChoices):
+    """What a server may ask the password with (libpq's ``require_auth``): never clear text."""
+
+    SCRAM = "scram-sha-256", "SCRAM-SHA-256 only (recommended)"
+    SCRAM_OR_MD5 = "scram-sha-256,md5", "SCRAM-SHA-256 or MD5 (for a server that only speaks md5)"
+
+
 class ManagedDatabase(models.Model):
     """A PostgreSQL database Runway manages. The password is never stored: only a reference
-    (``env:NAME`` or ``file:/path``) that the worker resolves when it connects."""
+    (``env:NAME`` or ``file:/path``) that the worker resolves when it connects.
+
+    The reference is bound to where the database is (``secret_bound_to``: the reference and the
+    DSN's user, host, port and database). The workers send the password only while the binding
+    matches: changing the connection clears it until a lead confirms it again.
+    """
 
     name = models.SlugField(max_length=63, unique=True)
     environment = models.CharField(max_length=20, choices=Environment.choices)
@@ -32,6 +47,23 @@ class ManagedDatabase(models.Model):
         blank=True,
         help_text="env:VARIABLE_NAME or file:/path/to/secret; empty for none (e.g. trust auth)",
     )
+    require_auth = models.CharField(
+        "password authentication",
+        max_length=40,
+        choices=AuthMethods.choices,
+        default=AuthMethods.SCRAM,
+        help_text="How the server may ask for the password; clear text is always refused",
+    )
+    secret_bound_to = models.CharField(max_length=700, blank=True, editable=False)
+    secret_bound_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    secret_bound_at = models.DateTimeField(null=True, blank=True, editable=False)
     script_location = models.CharField(
         "Alembic script location",
         max_length=500,
@@ -74,6 +106,32 @@ class ManagedDatabase(models.Model):
     @property
     def is_production(self) -> bool:
         return self.environment == Environment.PRODUCTION
+
+    @property
+    def binding(self) -> str:
+        """What the password reference would be bound to now: the reference and where the DSN
+        connects. Empty without a reference (or with a DSN that does not parse)."""
+        target = self.target
+        return f"{self.password_ref} -> {target}" if self.password_ref and target else ""
+
+    @property
+    def target(self) -> str:
+        """Where the DSN connects (``user@host:port/dbname``), or "" when it does not parse."""
+        try:
+            return pg.target(self.dsn)
+        except pg.BadDsn:
+            return ""
+
+    @property
+    def secret_is_bound(self) -> bool:
+        return not self.password_ref or (
+            bool(self.secret_bound_to) and self.secret_bound_to == self.binding
+        )
+
+    def bind_secret(self, actor: Any) -> None:
+        self.secret_bound_to = self.binding
+        self.secret_bound_by = actor if actor is not None and actor.pk else None
+        self.secret_bound_at = timezone.now()
 
     def latest_check(self) -> ConnectionCheck | None:
         return self.checks.order_by("-requested_at").first()

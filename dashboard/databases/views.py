@@ -1,32 +1,43 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from dashboard.accounts.roles import Role, role_required
+from dashboard.accounts.roles import Role, has_role, role_required
 from dashboard.databases import checks, registry
 from dashboard.databases.forms import ManagedDatabaseForm
 from dashboard.databases.models import ManagedDatabase
+from dashboard.lib import pg
 
 
 @require_GET
 @role_required(Role.VIEWER)
 def detail(request: HttpRequest, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase.objects.select_related("partner"), name=name)
-    return render(request, "databases/detail.html", {"db": db, "check": db.latest_check()})
+    context = {
+        "db": db,
+        "check": db.latest_check(),
+        "may_confirm": has_role(request.user, registry.connection_role(db)),
+        "connection_role": registry.connection_role(db).label,
+    }
+    return render(request, "databases/detail.html", context)
 
 
 @require_http_methods(["GET", "POST"])
 @role_required(Role.ENGINEER)
 def register(request: HttpRequest) -> HttpResponse:
-    form = ManagedDatabaseForm(request.POST or None)
+    form = ManagedDatabaseForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         db = registry.register(request.user, form.save(commit=False))
         checks.request_check(request.user, db)
-        messages.success(request, f"Registered {db.name}; testing its connection now.")
+        if db.secret_is_bound:
+            messages.success(request, f"Registered {db.name}; testing its connection now.")
+        else:
+            messages.warning(request, _unbound_message(db))
         return redirect(db)
     return render(request, "databases/form.html", {"form": form, "db": None})
 
@@ -35,12 +46,42 @@ def register(request: HttpRequest) -> HttpResponse:
 @role_required(Role.ENGINEER)
 def edit(request: HttpRequest, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
-    form = ManagedDatabaseForm(request.POST or None, instance=db)
+    form = ManagedDatabaseForm(request.POST or None, instance=db, user=request.user)
     if request.method == "POST" and form.is_valid():
-        db = registry.update(request.user, form.save(commit=False))
-        messages.success(request, f"Saved {db.name}.")
+        try:
+            db = registry.update(request.user, form.save(commit=False))
+        except registry.NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
+        if db.secret_is_bound:
+            messages.success(request, f"Saved {db.name}.")
+        else:
+            messages.warning(request, _unbound_message(db))
         return redirect(db)
     return render(request, "databases/form.html", {"form": form, "db": db})
+
+
+@require_POST
+@role_required(Role.LEAD)
+def confirm_secret(request: HttpRequest, name: str) -> HttpResponse:
+    db = get_object_or_404(ManagedDatabase, name=name)
+    try:
+        registry.confirm_secret(request.user, db)
+    except registry.NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect(db)
+    messages.success(request, f"The password of {db.name} may now be sent to {pg.target(db.dsn)}.")
+    checks.request_check(request.user, db)
+    return redirect(db)
+
+
+def _unbound_message(db: ManagedDatabase) -> str:
+    role = registry.connection_role(db).label
+    return (
+        f"Saved {db.name}, but its password will not be sent until a {role} confirms where it "
+        "goes (on this page)."
+    )
 
 
 @require_POST

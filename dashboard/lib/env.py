@@ -7,15 +7,22 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 _TRUE = {"1", "true", "yes", "on"}
+
+# Every name the settings read, and every secret file they read: a managed database's password
+# reference may never point at one of them (see lib.secrets.Scope).
+NAMES_READ: set[str] = set()
+FILES_READ: set[Path] = set()
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 def env(name: str, default: str = "") -> str:
     """``NAME`` from the environment, else the contents of the file named by ``NAME_FILE``."""
+    NAMES_READ.update((name, f"{name}_FILE"))
     if name in os.environ:
         return os.environ[name]
     path = os.environ.get(f"{name}_FILE")
     if path:
+        FILES_READ.add(Path(path).resolve())
         return Path(path).read_text().strip()
     return default
 

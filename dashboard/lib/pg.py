@@ -6,10 +6,14 @@ Errors are classified into a small set of problems, each with a message a person
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import re
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +23,18 @@ from urllib.parse import quote
 import psycopg
 from psycopg import conninfo, errors, sql
 
+from dashboard.lib.secrets import DEFAULT_REQUIRE_AUTH
+
 PROBLEM_MESSAGES = {
     "malformed_dsn": "The connection string cannot be parsed",
     "secret": "The password reference cannot be resolved",
     "unreachable": "The database server cannot be reached",
     "timeout": "The database server did not answer in time",
     "auth_failed": "The server refused the user name or password",
+    "auth_method": (
+        "The server asked for the password in a way this database does not allow (clear text is "
+        "never allowed), so Runway did not send it"
+    ),
     "no_database": "The database does not exist on that server",
     "no_alembic_version": (
         "The database has no alembic_version table: it was never stamped by Alembic"
@@ -37,30 +47,185 @@ class BadDsn(ValueError):
     pass
 
 
+# What a managed database's connection string may say. Everything else libpq knows either makes
+# the worker read one of its local files (passfile, service, sslcert, sslkey, ...) or decides how
+# it authenticates (require_auth, krbsrvname, ...): Runway decides those, never the DSN.
+_ALLOWED_KEYS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "connect_timeout",
+        "client_encoding",
+        "sslmode",
+        "sslrootcert",
+        "sslsni",
+        "sslnegotiation",
+        "sslcompression",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "channel_binding",
+        "gssencmode",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+    }
+)
+_PARSE_ERRORS = (
+    ('missing "="', "a word has no = after it (write key=value pairs)"),
+    ("unterminated quoted string", "a quoted value is not closed"),
+    ("invalid connection option", "it sets an option libpq does not know"),
+    ("uri", "the postgresql:// URL is malformed"),
+    ("percent-encoded", "the postgresql:// URL is malformed"),
+)
+DSN_EXAMPLE = "host=db.internal port=5432 dbname=app user=app, or postgresql://app@db.internal/app"
+
+
 def parse_dsn(dsn: str) -> dict[str, str]:
-    """Parse a libpq DSN or URL; refuse one that carries a password or names no database."""
+    """Parse a libpq DSN or URL; refuse one that carries a password, names no database, or sets
+    an option outside ``_ALLOWED_KEYS``. No message quotes the text: it may hold a password."""
     dsn = dsn.strip()
     if not dsn:
         raise BadDsn("The connection string is empty.")
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        detail = str(exc).split("\n")[0]
-        raise BadDsn(f"The connection string cannot be parsed: {detail}") from None
+        text = str(exc).lower()
+        why = next((why for marker, why in _PARSE_ERRORS if marker in text), "")
+        raise BadDsn(
+            f"The connection string cannot be parsed{': ' + why if why else ''}. "
+            f"Write it as {DSN_EXAMPLE}."
+        ) from None
     if "password" in params:
         raise BadDsn(
             "The connection string contains a password. Remove it and give a password "
             "reference (env:NAME or file:/path) instead."
+        )
+    refused = sorted(set(params) - _ALLOWED_KEYS)
+    if refused:
+        raise BadDsn(
+            f"The connection string may not set {', '.join(refused)}: that makes the worker "
+            "read a local file or changes how it authenticates, which Runway decides itself."
         )
     if not params.get("dbname"):
         raise BadDsn("The connection string names no database (dbname=... or /name in a URL).")
     return {k: str(v) for k, v in params.items() if v is not None}
 
 
+_URI_USERINFO = re.compile(r"(?i)(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+_KEYWORD_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)\s*"
+)
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|sslpassword)=)[^&\s]*")
+
+
 def redact(dsn: str) -> str:
-    """The DSN without any password in it, for showing back to a person."""
-    dsn = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1@", dsn)
-    return re.sub(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*", "", dsn).strip()
+    """The DSN without any password in it, for showing back to a person: URI user-info and a
+    ``password`` query parameter in a URL, a ``password=`` keyword in any case (quoted or not)
+    elsewhere (an error text may quote a DSN among other words)."""
+    dsn = _URI_USERINFO.sub(r"\1@", dsn)
+    dsn = _QUERY_SECRET.sub(r"\1***", dsn)
+    return _KEYWORD_SECRET.sub(lambda m: "" if m.group(2) != "***" else m.group(0), dsn).strip()
+
+
+def echo(dsn: str) -> str:
+    """What to show back in a form for a refused DSN: the options it may hold, rebuilt by
+    libpq's own parser, or nothing when it does not parse (any word of it may be a password)."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return ""
+    kept = {k: str(v) for k, v in params.items() if k in _ALLOWED_KEYS and v is not None}
+    return conninfo.make_conninfo(**kept)
+
+
+def target(dsn: str) -> str:
+    """Where a DSN connects, as one canonical line: ``user@host:port/dbname`` (with the
+    ``hostaddr`` when given). A password reference is bound to this."""
+    params = parse_dsn(dsn)
+    host = params.get("host", "") or "(local socket)"
+    addr = f" [{params['hostaddr']}]" if params.get("hostaddr") else ""
+    port = params.get("port", "") or "5432"
+    return f"{params.get('user', '')}@{host}{addr}:{port}/{params['dbname']}"
+
+
+# --- Which hosts managed databases may live on (RUNWAY_ALLOWED_DB_HOSTS) ---
+
+
+def _host_rules(allowed: list[str]) -> tuple[list[Any], list[str]]:
+    networks, names = [], []
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            names.append(entry.lower().rstrip("."))
+    return networks, names
+
+
+def _name_allowed(name: str, names: list[str]) -> bool:
+    name = name.lower().rstrip(".")
+    return any(
+        name == rule or (rule.startswith(("*.", ".")) and name.endswith(rule.lstrip("*")))
+        for rule in names
+    )
+
+
+def host_refusal(dsn: str, allowed: list[str]) -> str:
+    """Why ``dsn`` may not be connected to under the allow-list ``allowed`` (host names, ``*.``
+    suffixes, networks in CIDR form, socket folders), or "" when it may (or no list is set).
+    A host name outside the named hosts must resolve only to addresses in an allowed network."""
+    if not allowed:
+        return ""
+    params = parse_dsn(dsn)
+    networks, names = _host_rules(allowed)
+    hosts = [h for h in params.get("host", "").split(",") if h] or ["(local socket)"]
+    addrs = [a for a in params.get("hostaddr", "").split(",") if a]
+    rule = "RUNWAY_ALLOWED_DB_HOSTS"
+    for addr in addrs:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return f"hostaddr must be an IP address ({rule} is set)."
+        if not any(ip in net for net in networks):
+            return f"The address {addr} is not in a network {rule} allows."
+    for host in hosts:
+        if host.startswith("/") or host == "(local socket)":
+            if host not in names:
+                return f"The socket folder {host} is not allowed by {rule}."
+            continue
+        if _name_allowed(host, names) or addrs:
+            continue
+        try:
+            ips = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        except (socket.gaierror, UnicodeError, ValueError):
+            return f"The host {host} does not resolve here, so it cannot be checked against {rule}."
+        if not ips or not all(any(ip in net for net in networks) for ip in ips):
+            return f"The host {host} is not allowed by {rule}."
+    return ""
+
+
+# libpq reads a password file when it has no password; Runway's managed connections never use
+# one (the worker's ~/.pgpass is for other things). This path cannot exist (/dev/null is a file).
+NO_PASSFILE = "/dev/null/runway-has-no-passfile"
+
+
+def login_params(password: str | None) -> dict[str, str]:
+    """The libpq parameters that carry a password: the password itself (empty when there is
+    none, so that no PGPASSWORD of the worker's is used), no password file, and ``require_auth``
+    so the server cannot ask for the password in clear text (or by any method not allowed)."""
+    params = {"password": password or "", "passfile": NO_PASSFILE}
+    if password:
+        params["require_auth"] = getattr(password, "require_auth", DEFAULT_REQUIRE_AUTH)
+    return params
 
 
 def connect(
@@ -69,8 +234,7 @@ def connect(
     params = parse_dsn(dsn)
     params.setdefault("connect_timeout", str(timeout))
     params.setdefault("application_name", "runway")
-    if password is not None:
-        params["password"] = password
+    params.update(login_params(password))
     params.update(extra)
     return psycopg.connect(conninfo.make_conninfo(**params), autocommit=autocommit)
 
@@ -81,6 +245,9 @@ def sqlalchemy_url(dsn: str, password: str | None, *, options: str = "") -> str:
     params = parse_dsn(dsn)
     if options:
         params["options"] = f"{params['options']} {options}" if params.get("options") else options
+    login = login_params(password)
+    login.pop("password")
+    params.update(login)
     user = quote(params.pop("user", ""), safe="")
     host = params.pop("host", "")
     port = params.pop("port", "")
@@ -105,6 +272,8 @@ class Probe:
 
 def classify(exc: Exception) -> str:
     text = str(exc).lower()
+    if "authentication method requirement" in text:
+        return "auth_method"
     if isinstance(exc, errors.InvalidPassword) or "password authentication failed" in text:
         return "auth_failed"
     if "no password supplied" in text or "authentication failed" in text:
@@ -282,10 +451,55 @@ def client_tool(name: str, server_version_num: int | None = None) -> str:
     raise ToolFailed(name, f"{name} is not installed (apt-get install postgresql-client).")
 
 
+_REQUIRE_AUTH_SINCE = 160000  # libpq learnt require_auth in PostgreSQL 16
+
+
+@functools.cache
+def _tool_library_path() -> str | None:
+    """A folder whose ``libpq.so.5`` knows ``require_auth``, for the client tools; None when
+    the system's libpq knows it already.
+
+    Debian 12's tools link the system libpq 15, which does not: they would send a password in
+    clear text to any server that asks. psycopg's binary wheel ships libpq 17+, and libpq keeps
+    its ABI (soname 5), so the tools load that one instead, as they would PGDG's newer libpq5.
+    """
+    if psycopg.pq.__impl__ != "binary":
+        if psycopg.pq.version() >= _REQUIRE_AUTH_SINCE:
+            return None
+        raise ToolFailed(
+            "libpq",
+            "This host's libpq cannot refuse clear-text passwords (require_auth needs libpq 16 "
+            "or newer): install psycopg[binary] or a newer libpq5.",
+        )
+    import psycopg_binary
+
+    libs = Path(psycopg_binary.__file__).resolve().parent.parent / "psycopg_binary.libs"
+    found = sorted(libs.glob("libpq-*.so.5*"))
+    if not found:
+        raise ToolFailed("libpq", f"psycopg's bundled libpq is missing from {libs}.")
+    folder = Path(tempfile.gettempdir()) / f"runway-libpq-{os.getuid()}-{found[-1].name}"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    link = folder / "libpq.so.5"
+    if not link.is_symlink() or link.resolve() != found[-1]:
+        tmp = folder / f".libpq.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(found[-1])
+        tmp.replace(link)
+    # The bundled libpq finds its own libssl etc. beside it.
+    return f"{folder}:{libs}"
+
+
 def tool_env(password: str | None, *, options: str = "") -> dict[str, str]:
+    """The environment of a client tool: none of the worker's other variables; the password
+    through PGPASSWORD with ``require_auth`` (PGREQUIREAUTH) and no password file."""
     env = {k: v for k, v in os.environ.items() if k in _TOOL_ENV or k.startswith("LC_")}
+    env["PGPASSFILE"] = NO_PASSFILE
     if password:
         env["PGPASSWORD"] = password
+        env["PGREQUIREAUTH"] = getattr(password, "require_auth", DEFAULT_REQUIRE_AUTH)
+        library = _tool_library_path()
+        if library:
+            env["LD_LIBRARY_PATH"] = library
     if options:
         env["PGOPTIONS"] = options
     return env
@@ -318,8 +532,9 @@ def explain_tool(tool: str, returncode: int, stderr: str) -> ToolFailed:
         f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
     )
     text = stderr.lower()
-    transient = any(marker in text for marker in _TRANSIENT_TOOL_MARKERS) and not (
-        "password authentication failed" in text or "permission denied" in text
+    permanent = ("password authentication failed", "permission denied", "authentication method")
+    transient = any(marker in text for marker in _TRANSIENT_TOOL_MARKERS) and not any(
+        marker in text for marker in permanent
     )
     return ToolFailed(tool, f"{tool} failed: {summary}", transient=transient)
 
@@ -700,9 +915,7 @@ def runs_from(conn: psycopg.Connection, data_dir: str) -> bool | None:
     return file_port == str(port) and abs(file_started - float(started)) < 5
 
 
-def pg_isready(
-    dsn: str, password: str | None, server_version: int | None = None, timeout: int = 5
-) -> tuple[int, str]:
+def pg_isready(dsn: str, server_version: int | None = None, timeout: int = 5) -> tuple[int, str]:
     """Run ``pg_isready`` (of the server's major) against the DSN's host, port and database.
 
     Returns its exit code (0 accepting, 1 rejecting, 2 no response, 3 bad parameters) and what
@@ -715,7 +928,7 @@ def pg_isready(
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            env=tool_env(password),
+            env=tool_env(None),  # pg_isready never authenticates: no password goes to it
             timeout=timeout + 5,
         )
     except subprocess.TimeoutExpired:

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic, pg
-from dashboard.lib.secrets import resolve
 
 
 class ExecutionError(RuntimeError):
@@ -56,7 +56,7 @@ def migrate(
     ``direction`` is "downgrade"); stop at the first failure. Returns what ran."""
     if direction not in ("upgrade", "downgrade"):
         raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
-    password = resolve(db.password_ref)
+    password = credentials.password(db)
     url = pg.sqlalchemy_url(db.dsn, password, options=timeouts())
     run = alembic.upgrade if direction == "upgrade" else alembic.downgrade
     steps: list[Step] = []
@@ -105,7 +105,7 @@ def revisions_to(db: ManagedDatabase, current: list[str], target: str) -> list[s
 
 def live_revisions_to(db: ManagedDatabase, target: str) -> list[str]:
     """``revisions_to`` from the revision the database is at right now (read live)."""
-    password = resolve(db.password_ref)
+    password = credentials.password(db)
     with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
         current = [r for r in pg.alembic_revision(conn).split(",") if r]
     return revisions_to(db, current, target)

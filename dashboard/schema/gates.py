@@ -40,9 +40,10 @@ from dashboard.backups.models import (
     Validation,
     ValidationState,
 )
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import pg
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 from dashboard.schema.models import GateRun, JobState, Rehearsal, Verdict
 
 logger = logging.getLogger(__name__)
@@ -207,13 +208,11 @@ def backup_gate(db: ManagedDatabase, now: datetime | None = None) -> GateResult:
 # --- Server readiness ---
 
 
-def ready_gate(dsn: str, password: str | None, server_version: int | None = None) -> GateResult:
+def ready_gate(dsn: str, server_version: int | None = None) -> GateResult:
     """Runs the real ``pg_isready`` of the server's major version against the DSN."""
     evidence: dict[str, Any] = {"dsn": pg.redact(dsn)}
     try:
-        code, output = pg.pg_isready(
-            dsn, password, server_version, timeout=settings.RUNWAY_CONNECT_TIMEOUT
-        )
+        code, output = pg.pg_isready(dsn, server_version, timeout=settings.RUNWAY_CONNECT_TIMEOUT)
     except (pg.BadDsn, pg.ToolFailed) as exc:
         return _result("ready", FAIL, f"pg_isready could not run: {exc}", evidence)
     evidence |= {"exit_code": code, "output": output}
@@ -630,7 +629,7 @@ def evaluate(
     fails the gates that need it, with the reason; nothing raises for an unreachable database."""
     password, problem = None, ""
     try:
-        password = resolve(db.password_ref)
+        password = credentials.password(db)
     except SecretError as exc:
         problem = f"{pg.PROBLEM_MESSAGES['secret']}: {exc}"
     conn = None
@@ -640,7 +639,7 @@ def evaluate(
         version = conn.info.server_version if conn is not None else None
         return [
             backup_gate(db),
-            ready_gate(db.dsn, password, version),
+            ready_gate(db.dsn, version),
             _disk(db, conn, problem),
             _over("long_transactions", conn, problem, long_transactions_gate),
             _over("locks", conn, problem, lambda c: _settled_lock_gate(c, tables)),

@@ -42,9 +42,9 @@ from django.utils import timezone
 from dashboard.audit.chain import Actor, record
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupState, ValidationState
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic, gpg, pg
-from dashboard.lib.secrets import resolve
 from dashboard.schema import execution
 from dashboard.schema.models import JobState, Rehearsal
 from dashboard.schema.status import last_good_check, status_of
@@ -252,7 +252,7 @@ def _progress(rehearsal_id: int, **fields: Any) -> None:
 
 def _make_copy(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> _Copy:
     db = rehearsal.database
-    password = resolve(db.password_ref)
+    password = credentials.password(db)
     name = copy_name(rehearsal.pk)
     source = pg.parse_dsn(db.dsn)["dbname"]
     maintenance = pg.with_dbname(db.dsn, MAINTENANCE_DB)
@@ -537,7 +537,7 @@ def _drop_left_copy(rehearsal: Rehearsal) -> None:
     db = rehearsal.database
     try:
         if rehearsal.method == Rehearsal.Method.TEMPLATE:
-            server = (pg.with_dbname(db.dsn, MAINTENANCE_DB), resolve(db.password_ref))
+            server = (pg.with_dbname(db.dsn, MAINTENANCE_DB), credentials.password(db))
         elif rehearsal.method == Rehearsal.Method.BACKUP:
             server = validation.scratch_server(db)
         else:

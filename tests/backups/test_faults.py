@@ -196,8 +196,8 @@ def test_an_unreachable_database_is_transient(local_store: Path) -> None:
 def test_a_wrong_database_password_is_not_transient(
     make_target: Any, local_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RUNWAY_TEST_WRONG_PASSWORD", "nope")
-    db = make_database(dsn=make_target(), password_ref="env:RUNWAY_TEST_WRONG_PASSWORD")
+    monkeypatch.setenv("RUNWAY_DB_TEST_WRONG_PASSWORD", "nope")
+    db = make_database(dsn=make_target(), password_ref="env:RUNWAY_DB_TEST_WRONG_PASSWORD")
     backup = attempt(db, retries_left=3)
     assert backup.state == "failed"
     assert backup.error.startswith("The server refused the user name or password")

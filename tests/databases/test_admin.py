@@ -29,6 +29,7 @@ def test_registering_through_the_admin_is_validated_and_audited(client, admin_us
         "environment": "staging",
         "dsn": "postgresql://app:hunter2@db/app",
         "password_ref": f"env:{TARGET_PASSWORD_ENV}",
+        "require_auth": "scram-sha-256",
         "script_location": "migrations_target",
         "critical_tables": "users",
     }
@@ -53,6 +54,7 @@ def test_only_the_admin_sets_the_disk_probe(client, admin_user, engineer):
         "environment": db.environment,
         "dsn": db.dsn,
         "password_ref": db.password_ref,
+        "require_auth": db.require_auth,
         "script_location": db.script_location,
         "critical_tables": "users, payments",
         "disk_probe": "ssh db1 df --output=pcent /var/lib/postgresql",

@@ -25,8 +25,8 @@ def test_a_good_database_reports_its_current_revision(celery_worker, make_target
     assert check.latency_ms is not None
 
 
-def test_a_wrong_password_is_named(celery_worker, make_target, engineer, tmp_path):
-    secret = tmp_path / "pw"
+def test_a_wrong_password_is_named(celery_worker, make_target, engineer, db_secrets):
+    secret = db_secrets / "wrong-pw"
     secret.write_text("not-the-password\n")
     db = make_database(dsn=make_target(), password_ref=f"file:{secret}")
     check = run_check(db, engineer)
@@ -65,10 +65,10 @@ def test_a_database_without_alembic_version_is_named(celery_worker, pg_cluster, 
 
 
 def test_an_unset_password_variable_is_named(celery_worker, make_target, engineer):
-    db = make_database(dsn=make_target(), password_ref="env:RUNWAY_NO_SUCH_VARIABLE")
+    db = make_database(dsn=make_target(), password_ref="env:RUNWAY_DB_NO_SUCH_VARIABLE")
     check = run_check(db, engineer)
     assert (check.state, check.problem) == ("failed", "secret")
-    assert "RUNWAY_NO_SUCH_VARIABLE is not set" in check.message
+    assert "RUNWAY_DB_NO_SUCH_VARIABLE is not set" in check.message
 
 
 def test_a_script_location_that_is_not_alembic_is_named(celery_worker, make_target, engineer):

@@ -14,6 +14,7 @@ def form_data(**overrides):
         "environment": "staging",
         "dsn": "host=db.internal port=5432 dbname=billing user=app",
         "password_ref": f"env:{TARGET_PASSWORD_ENV}",
+        "require_auth": "scram-sha-256",
         "script_location": "migrations_target",
         "critical_tables": "users, payments",
     }
@@ -49,7 +50,7 @@ def test_register_needs_the_engineer_role(client, request, who, status):
         ("dsn", "host=db user=app password=hunter2 dbname=app", "contains a password"),
         ("dsn", "host=db user=app", "names no database"),
         ("password_ref", "hunter2", "never the password itself"),
-        ("password_ref", "env:NOT-A-NAME", "not a valid environment variable"),
+        ("password_ref", "env:NOT-A-NAME", "an environment variable&#x27;s name"),
         ("password_ref", "file:relative/path", "absolute path"),
         ("script_location", "/nonexistent/place", "not an Alembic project"),
         ("script_location", "templates", "not an Alembic project"),

@@ -212,7 +212,7 @@ class TestBackupGate:
 
 
 def test_pg_isready_passes_against_the_live_server(conn, dsn):
-    result = ready_gate(dsn, TARGET_PASSWORD, conn.info.server_version)
+    result = ready_gate(dsn, conn.info.server_version)
     assert result.verdict == "pass", result.summary
     assert result.evidence["exit_code"] == 0
     assert "accepting connections" in result.evidence["output"]
@@ -220,14 +220,14 @@ def test_pg_isready_passes_against_the_live_server(conn, dsn):
 
 def test_pg_isready_fails_against_a_closed_port():
     port = free_port()
-    result = ready_gate(f"host=127.0.0.1 port={port} dbname=x user=x", None)
+    result = ready_gate(f"host=127.0.0.1 port={port} dbname=x user=x")
     assert result.verdict == "fail"
     assert result.evidence["exit_code"] == 2
     assert f"127.0.0.1:{port} - no response" in result.summary
 
 
 def test_pg_isready_names_a_malformed_dsn():
-    result = ready_gate("host=127.0.0.1 dbname", None)
+    result = ready_gate("host=127.0.0.1 dbname")
     assert result.verdict == "fail"
     assert "cannot be parsed" in result.summary
 
@@ -709,9 +709,9 @@ def test_an_unreachable_database_fails_the_gates_that_need_it_without_raising():
 
 @pytest.mark.django_db
 def test_an_unresolvable_password_is_the_reason(dsn):
-    db = make_database(dsn=dsn, password_ref="env:RUNWAY_NO_SUCH_VARIABLE")
+    db = make_database(dsn=dsn, password_ref="env:RUNWAY_DB_NO_SUCH_VARIABLE")
     results = by_name(gates.evaluate(db, revisions=[], tables=[]))
-    assert "RUNWAY_NO_SUCH_VARIABLE is not set" in results["locks"].summary
+    assert "RUNWAY_DB_NO_SUCH_VARIABLE is not set" in results["locks"].summary
     assert results["ready"].verdict == "pass"  # pg_isready needs no password
 
 

@@ -223,7 +223,8 @@ def test_a_failing_revision_stops_the_rehearsal_and_the_copy_is_still_dropped(
 def test_an_unresolvable_password_fails_the_rehearsal_instead_of_leaving_it_running(
     checked_target: Any,
 ) -> None:
-    checked_target.password_ref = "env:RUNWAY_TEST_NO_SUCH_PASSWORD"
+    checked_target.password_ref = "env:RUNWAY_DB_TEST_NO_SUCH_PASSWORD"
+    checked_target.bind_secret(None)
     checked_target.save()
     done = rehearse(checked_target)
     assert done.state == "failed"

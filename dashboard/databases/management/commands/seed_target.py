@@ -4,10 +4,11 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.audit.chain import record
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.databases.seeding import seed
 from dashboard.lib import pg
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         if users <= 0:
             raise CommandError("--users must be a positive number.")
         try:
-            password = resolve(db.password_ref)
+            password = credentials.password(db)
             conn = pg.connect(db.dsn, password, autocommit=False)
         except (SecretError, pg.BadDsn) as exc:
             raise CommandError(f"{db.name}: {exc}") from None

@@ -3,9 +3,10 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic, pg
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 from dashboard.schema.status import scripts_of
 
 
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         current: list[str] = []
         if not offline:
             try:
-                password = resolve(db.password_ref)
+                password = credentials.password(db)
             except SecretError as exc:
                 raise CommandError(f"{db.name}: {exc}") from None
             probe = pg.probe(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT)

@@ -12,8 +12,9 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dashboard.databases import credentials
 from dashboard.lib import alembic, pg
-from dashboard.lib.secrets import SecretError, resolve
+from dashboard.lib.secrets import SecretError
 from dashboard.schema import risk
 
 BASE = {"base", ""}
@@ -111,7 +112,7 @@ class Command(BaseCommand):
 
     def read_database(self, db: Any) -> tuple[int, risk.TableSizes, list[str]]:
         try:
-            password = resolve(db.password_ref)
+            password = credentials.password(db)
         except SecretError as exc:
             raise CommandError(f"{db.name}: {exc}", returncode=BAD_INPUT) from None
         try:
