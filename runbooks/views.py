@@ -4,8 +4,9 @@ import hashlib
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.core.validators import slug_re
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -31,6 +32,10 @@ def _run(name: str, run_id: int) -> Run:
 
 
 def _step(run: Run, step_id: str) -> StepRun:
+    """The run's step. Step ids are slugs (the URLs say so); anything else, as the ``step``
+    parameter of the live output may be, is no step: 404, before PostgreSQL sees it."""
+    if not slug_re.match(step_id):
+        raise Http404("No such step in this run.")
     return get_object_or_404(run.steps, step_id=step_id)
 
 
@@ -110,7 +115,7 @@ def stamp(run: Run) -> str:
 def detail(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
     run = _run(name, run_id)
     if request.htmx and "step" in request.GET:
-        step = get_object_or_404(run.steps, step_id=request.GET["step"])
+        step = _step(run, request.GET["step"])
         response = render(
             request, "runbooks/_output.html", {"db": run.database, "run": run, "step": step}
         )

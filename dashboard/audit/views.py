@@ -101,5 +101,7 @@ def _attachment[R: HttpResponseBase](response: R, filters: dict[str, Any], exten
 
 
 def _cursor(request: HttpRequest, name: str) -> int | None:
+    """An event id, or None. ASCII digits only: "²" is a digit to ``str.isdigit`` but not to
+    ``int``; under 19 of them, so it fits PostgreSQL's bigint."""
     raw = request.GET.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None

@@ -19,7 +19,10 @@ def check_storage_url(url: str) -> str:
     url = url.strip()
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "s3://[bucket": an unclosed IPv6 address
+        raise forms.ValidationError("This is not a URL Runway can read.") from None
     if parts.scheme not in ("file", "s3"):
         raise forms.ValidationError(
             "Use file:///absolute/path for a local folder or s3://bucket/prefix for S3 "

@@ -91,6 +91,17 @@ def test_it_pages_by_id_newest_first(client, viewer, lead):
     assert "e10<" in back and "e59<" in back and "e9<" not in back
 
 
+@pytest.mark.parametrize(
+    "cursor", ["\u00b2", "\u0663", "9" * 19, "-1", "1e3", "99999999999999999999999"]
+)
+def test_a_cursor_that_is_no_event_id_shows_the_first_page(client, viewer, lead, cursor):
+    record(lead, "e0", lead)
+    client.force_login(viewer)
+    for name in ("before", "after"):
+        response = client.get(URL, {name: cursor})  # "²" is a digit to str.isdigit, not to int
+        assert response.status_code == 200 and "e0<" in response.content.decode()
+
+
 def test_pages_keep_the_filters(client, viewer, lead):
     client.force_login(viewer)
     events = [record(lead, f"run.e{i}", lead) for i in range(55)]

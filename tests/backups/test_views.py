@@ -417,6 +417,7 @@ def test_saving_an_unchanged_policy_writes_no_audit_event(client, lead):
         ("storage_url", "s3://Bad_Bucket!/x", "Not a valid S3 bucket name"),
         ("storage_url", "s3://key:secret@bucket/x", "Do not put credentials"),
         ("storage_url", "s3:///prefix-only", "Not a valid S3 bucket name: (none)"),
+        ("storage_url", "s3://[bucket", "This is not a URL Runway can read."),  # was a 500
     ],
 )
 def test_bad_policy_input_is_explained_and_nothing_is_saved(client, lead, field, value, message):

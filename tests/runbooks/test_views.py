@@ -172,6 +172,20 @@ def test_the_live_poll_answers_204_until_something_changes(client, viewer, engin
     assert changed.status_code == 200 and changed["HX-Refresh"] == "true"
 
 
+@pytest.mark.parametrize("step", ["look", "no-such-step", "not a slug", "é", "x" * 500])
+def test_the_live_output_of_an_unknown_step_is_a_404(client, viewer, run, settings, step):
+    # Without the NUL middleware too: the view itself refuses what no step id can be.
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if not m.endswith("refuse_nul_characters")
+    ]
+    client.force_login(viewer)
+    headers = {"HX-Request": "true"}
+    response = client.get(url("run-detail", run), {"step": step}, headers=headers)
+    assert response.status_code == (286 if step == "look" else 404)  # 286: not live, stop polling
+    nul = client.get(url("run-detail", run) + "?step=%00", headers=headers)
+    assert nul.status_code == 404 and "<html" not in nul.content.decode()
+
+
 def test_reports_download_in_three_formats(client, viewer, run):
     import json
 
