@@ -73,9 +73,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.accounts.middleware.refuse_nul_characters",
     # Last: it turns a log-in refused by the throttle into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
+# A refused form (an expired CSRF token) gets a page in the layout that says to reload.
+CSRF_FAILURE_VIEW = "dashboard.accounts.refusals.csrf_failure"
 
 ROOT_URLCONF = "dashboard.urls"
 WSGI_APPLICATION = "dashboard.wsgi.application"

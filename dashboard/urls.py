@@ -11,3 +11,9 @@ urlpatterns = [
     path("", include("runbooks.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# Refusals in the layout (dashboard/accounts/refusals.py); the 404 never lists URLs.
+handler400 = "dashboard.accounts.refusals.bad_request"
+handler403 = "dashboard.accounts.refusals.permission_denied"
+handler404 = "dashboard.accounts.refusals.page_not_found"
+handler500 = "dashboard.accounts.refusals.server_error"

@@ -9,7 +9,6 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 
@@ -48,7 +47,10 @@ def has_role(user: AbstractBaseUser | AnonymousUser, needed: Role) -> bool:
 def role_required(
     needed: Role,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Log in first; then 403 unless the user holds ``needed`` (or a higher role)."""
+    """Log in first; then 403 unless the user holds ``needed`` (or a higher role).
+
+    The 403 is answered here, not raised: it names the role needed and the role held, keeps the
+    navigation, and logs one line without a traceback (``refusals.role_refusal``)."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
@@ -58,7 +60,9 @@ def role_required(
 
                 return redirect_to_login(request.get_full_path())
             if not has_role(request.user, needed):
-                raise PermissionDenied(f"This needs the {needed.label} role.")
+                from dashboard.accounts.refusals import role_refusal
+
+                return role_refusal(request, needed)
             return view(request, *args, **kwargs)
 
         return wrapper
