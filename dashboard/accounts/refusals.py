@@ -3,7 +3,8 @@
 A refusal says why, in words a team lead reads at a glance, and keeps the navigation so that
 the next click is one away. An ordinary refusal is not an error: it logs one line, never a
 traceback. An htmx request (``HX-Request: true``) gets the small fragment ``_refusal.html`` with
-the same status, so a panel that polls or swaps never pulls a whole page into itself.
+the same status, never a whole page to swap into a panel (htmx swaps no 4xx/5xx answer unless
+a page opts in with ``responseHandling``; then it shows the reason).
 
 The handlers live beside the roles because the commonest refusal names the role an action needs
 and the role the user holds; ``dashboard/urls.py`` points Django's ``handler400``...``handler500``
