@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from dashboard.accounts.refusals import refuse
 from dashboard.accounts.roles import Role, has_role, role_required
 from dashboard.databases import checks, registry
 from dashboard.databases.forms import ManagedDatabaseForm
@@ -51,7 +51,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         try:
             db = registry.update(request.user, form.save(commit=False))
         except registry.NotAllowed as exc:
-            raise PermissionDenied(str(exc)) from None
+            return refuse(request, 403, "Not allowed with your role", str(exc))
         if db.secret_is_bound:
             messages.success(request, f"Saved {db.name}.")
         else:
@@ -67,7 +67,7 @@ def confirm_secret(request: HttpRequest, name: str) -> HttpResponse:
     try:
         registry.confirm_secret(request.user, db)
     except registry.NotAllowed as exc:
-        raise PermissionDenied(str(exc)) from None
+        return refuse(request, 403, "Not allowed with your role", str(exc))
     except ValueError as exc:
         messages.error(request, str(exc))
         return redirect(db)
