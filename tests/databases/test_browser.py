@@ -38,3 +38,20 @@ def test_an_engineer_registers_a_database_and_sees_the_connection_result(
     checks = ManagedDatabase.objects.get(name="analyticbot").checks.all()
     assert [c.state for c in checks] == ["ok", "ok"]
     page.screenshot(path=artifacts / "database-detail.png", full_page=True)
+
+
+def test_a_lead_sees_an_unconfirmed_password_and_confirms_where_it_goes(
+    page, live_server, celery_worker, make_target, lead, artifacts
+):
+    from helpers import make_database
+
+    db = make_database(name="billing", environment="staging", dsn=make_target(), bound=False)
+    log_in(page, live_server, "leo")
+    page.goto(f"{live_server.url}/databases/billing/")
+    assert page.get_by_text("not confirmed").is_visible()
+    assert page.get_by_text("sends this password nowhere").is_visible()
+    page.screenshot(path=artifacts / "database-unconfirmed-password.png", full_page=True)
+    page.get_by_role("button", name="Confirm: send the password there").click()
+    page.locator(".check .badge", has_text="Connected").wait_for(timeout=20_000)
+    assert page.get_by_text(f"{db.target} only").is_visible()
+    page.screenshot(path=artifacts / "database-confirmed-password.png", full_page=True)
