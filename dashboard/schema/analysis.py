@@ -118,6 +118,7 @@ def _cached(
             pg_major=pg_major,
             table_sizes=dict(sizes) or None,
             acceptances={key: dict(items) for key, items in accepted} or None,
+            pending=True,  # what the database's last check says is still to run on it
         )
     )
 

@@ -129,6 +129,7 @@ class Finding:
     fails_on_data: bool = False
     breaks_app: bool = False
     accepted: dict[str, str] | None = None  # {"by", "comment", "source": "inline" | "lead"}
+    line: int | None = None  # the line of the revision file (its op.* call) that produced it
     table_size: str = ""  # "~2,000,000 rows, 450 MB" when the size is known
     squawk_rules: list[str] = field(default_factory=list)  # squawk's hits merged into this one
     # Names an acceptance may use for this finding (the rule, squawk's names for it).
@@ -148,6 +149,7 @@ class Finding:
             "severity": self.severity,
             "statement": self.statement,
             "statement_index": self.statement_index,
+            "line": self.line,
             "lock": self.lock,
             "table": self.table,
             "table_size": self.table_size,
@@ -176,12 +178,14 @@ class StatementInfo:
     breaks_app: bool = False
     data_migration: bool = False
     locks: dict[str, str] = field(default_factory=dict)  # table -> lock mode
+    file_line: int | None = None  # the revision file's line that emitted it
 
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "sql": self.sql,
             "line": self.line,
+            "file_line": self.file_line,
             "in_transaction": self.in_transaction,
             "lock": self.lock,
             "locks": dict(sorted(self.locks.items())),
@@ -208,6 +212,10 @@ class RevisionReport:
     grade: str  # "low" | "medium" | "high"
     reasons: list[str]
     tables: list[str]
+    failure: dict[str, Any] | None = None  # why it is not previewable: category, line, ...
+    printed: str = ""  # what the revision printed while rendering (never part of the SQL)
+    downgrade_sql: str = ""
+    downgrade_error: str = ""  # why its downgrade does not render ("" when it does, or none)
 
     @property
     def counted(self) -> list[Finding]:
@@ -227,6 +235,10 @@ class RevisionReport:
             "findings": [f.to_json() for f in self.findings],
             "statements": [s.to_json() for s in self.statements],
             "sql": self.sql,
+            "failure": dict(self.failure) if self.failure else None,
+            "printed": self.printed,
+            "downgrade_sql": self.downgrade_sql,
+            "downgrade_error": self.downgrade_error,
         }
 
 
@@ -267,14 +279,18 @@ def analyse(
     pg_major: int | None = None,
     table_sizes: TableSizes | None = None,
     acceptances: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+    pending: bool = False,
+    render_timeout: float | None = None,
 ) -> list[RevisionReport]:
     """One report per revision, in the order given (oldest first, as
     :func:`revisions_between` returns them).
 
-    Tables created by a revision earlier in ``revisions`` (an ancestor) count as new for the
-    later ones: the application running during the deployment does not use them yet. So the
-    analysis describes deploying ``revisions`` onto a database at their starting point; from
-    the base, that is an empty database.
+    Each revision is judged as if applied to a production database already at its parent:
+    tables earlier revisions created hold data of unknown size. A table created in the same
+    revision is new (nothing the application runs uses it yet). With ``pending`` (a database
+    says these revisions are all still to run on it), a table created by an earlier one of them
+    is new too. What earlier revisions made of the schema (column types, checks) is carried
+    either way.
 
     ``table_sizes`` (from the live database) turns a blocking scan or rewrite of a small table
     into a medium finding; without it, sizes are unknown and such findings stay high.
@@ -282,19 +298,27 @@ def analyse(
     """
     location = Path(script_location)
     wanted = [tree.revisions[rid] for rid in revisions]
-    rendered = alembic.render_revisions_sql(location, wanted)
+    timeout = render_timeout or alembic.render.DEFAULT_TIMEOUT
+    rendered, facts = alembic.render_offline(tree, wanted, downgrade=True, timeout=timeout)
     schemas: dict[str, rules.Schema] = {}
     reports = []
     for rev in wanted:
         before = rules.Schema.merged(
             schemas[p] for p in (*rev.parents, *rev.dependencies) if p in schemas
         )
-        sql = rendered[rev.id]
-        if isinstance(sql, alembic.AlembicError):
-            report = _not_previewable(rev, str(sql))
+        if not pending:
+            before.new_tables.clear()
+        result = rendered[rev.id]
+        if result.upgrade.failure is not None:
+            report = _not_previewable(rev, result.upgrade.failure, facts)
             schemas[rev.id] = before
         else:
-            report, schemas[rev.id] = _analyse_one(rev, sql, before, pg_major)
+            report, schemas[rev.id] = _analyse_one(rev, result.upgrade, before, pg_major)
+        report.printed = result.upgrade.printed
+        if result.downgrade is not None:
+            report.downgrade_sql = result.downgrade.sql
+            if result.downgrade.failure is not None:
+                report.downgrade_error = _failure_text(result.downgrade.failure)
         inline = _inline_acceptances(location / rev.path)
         _accept(report, rev.id, inline, acceptances or {})
         _grade(report, table_sizes)
@@ -303,8 +327,12 @@ def analyse(
 
 
 def _analyse_one(
-    rev: alembic.Revision, sql: str, before: rules.Schema, pg_major: int | None
+    rev: alembic.Revision,
+    rendered: alembic.render.Rendered,
+    before: rules.Schema,
+    pg_major: int | None,
 ) -> tuple[RevisionReport, rules.Schema]:
+    sql = rendered.sql
     analysis = rules.analyse_sql(sql, revision=rev.id, schema=before, pg_major=pg_major)
     statements = [
         StatementInfo(
@@ -320,9 +348,11 @@ def _analyse_one(
             breaks_app=st.breaks_app,
             data_migration=st.data_migration,
             locks=dict(st.locks),
+            file_line=rendered.file_line(st.line),
         )
         for st in analysis.statements
     ]
+    file_lines = {st.index: st.file_line for st in statements}
     findings: list[Finding] = []
     by_statement: dict[int, list[Finding]] = {}
     for st in analysis.statements:
@@ -341,12 +371,17 @@ def _analyse_one(
                 scans=rf.scans,
                 fails_on_data=rf.fails_on_data,
                 breaks_app=rf.breaks_app,
+                line=file_lines.get(st.index),
                 aliases=(rf.rule, *rf.squawk_rules),
                 size_sensitive=rf.size_sensitive and rf.severity == "high",
             )
             findings.append(finding)
             by_statement.setdefault(st.index, []).append(finding)
-    findings += _squawk_findings(sql, analysis.statements, by_statement, pg_major)
+    squawked = _squawk_findings(sql, analysis.statements, by_statement, pg_major)
+    for finding in squawked:
+        if finding.statement_index is not None:
+            finding.line = file_lines.get(finding.statement_index)
+    findings += squawked
     findings.sort(key=_order)
     tables = sorted({t for st in analysis.statements for t in st.tables})
     report = RevisionReport(
@@ -439,23 +474,68 @@ def _squawk_findings(
     return out
 
 
-def _not_previewable(rev: alembic.Revision, error: str) -> RevisionReport:
-    reason = error.removeprefix(f"alembic upgrade {rev.id} --sql failed: ")
-    finding = Finding(
-        rule="not-previewable",
-        source="runway",
-        severity="medium",
-        statement="",
-        statement_index=None,
-        lock="",
-        table="",
-        message=(
-            f"The revision's SQL cannot be rendered offline ({reason}): it reads the database "
-            "or fails without one, so nobody can review what it will run."
-        ),
-        safe_way=NOT_PREVIEWABLE_SAFE_WAY,
-        aliases=("not-previewable",),
-    )
+_CATEGORY_TITLES = {
+    "imports_application": "imports application code",
+    "missing_package": "needs a package that is not installed",
+    "reads_database": "reads the database",
+    "raises": "raises an error",
+    "unknown_operation": "uses an unknown operation",
+    "timed_out": "timed out",
+}
+
+
+def _failure_text(failure: alembic.Failure) -> str:
+    where = f" (line {failure.line})" if failure.line else ""
+    return f"{_CATEGORY_TITLES.get(failure.category, failure.category)}{where}: {failure.message}"
+
+
+def _not_previewable(
+    rev: alembic.Revision, failure: alembic.Failure, facts: alembic.render.EnvFacts
+) -> RevisionReport:
+    """A revision that cannot be rendered offline: reviewed by hand (medium), never low. One
+    that raises fails when applied too: high."""
+    reason = _failure_text(failure)
+    if failure.category == "unknown_operation" and facts.missing:
+        reason += (
+            f"; env.py imports {', '.join(facts.missing)}, not installed in Runway's "
+            "environment: install it there so its operations exist"
+        )
+    if failure.category == "raises":
+        finding = Finding(
+            rule="revision-raises",
+            source="runway",
+            severity="high",
+            statement="",
+            statement_index=None,
+            lock="",
+            table="",
+            message=(
+                f"The revision raises when it runs ({failure.message}): applied to a database it "
+                "fails the same way, and its transaction rolls back."
+            ),
+            safe_way="Fix the revision; render it with `manage.py lint_migrations` until it "
+            "renders.",
+            line=failure.line,
+            aliases=("revision-raises",),
+        )
+    else:
+        finding = Finding(
+            rule="not-previewable",
+            source="runway",
+            severity="medium",
+            statement="",
+            statement_index=None,
+            lock="",
+            table="",
+            message=(
+                f"The revision's SQL cannot be rendered offline: it {reason.split(':', 1)[0]}"
+                f"{'' if ':' not in reason else ':' + reason.split(':', 1)[1]}. Review it by "
+                "hand."
+            ),
+            safe_way=NOT_PREVIEWABLE_SAFE_WAY,
+            line=failure.line,
+            aliases=("not-previewable",),
+        )
     return RevisionReport(
         revision=rev.id,
         down_revisions=list(rev.down_revisions),
@@ -469,6 +549,7 @@ def _not_previewable(rev: alembic.Revision, error: str) -> RevisionReport:
         grade="medium",
         reasons=[],
         tables=[],
+        failure=failure.to_json(),
     )
 
 
@@ -608,7 +689,7 @@ def _reasons(report: RevisionReport) -> list[str]:
     if not report.previewable:
         reasons.append(f"not previewable: {report.error}")
     for f in report.findings:
-        if f.counts and f.rule != "not-previewable":
+        if f.counts and f.rule not in ("not-previewable",):
             where = f" on {f.table}" if f.table else ""
             size = f" ({f.table}: {f.table_size})" if f.table_size and f.table else ""
             lock = f", {f.lock}" if f.lock else ""

@@ -153,20 +153,24 @@ def test_the_demo_notes_are_style_and_timeouts_only(demo: dict) -> None:
     assert all(f.source == "squawk" for f in notes)
 
 
-def test_the_whole_chain_lints_without_a_database() -> None:
+def test_the_whole_chain_lints_without_a_database_as_if_each_revision_met_production() -> None:
     tree = alembic.read_scripts(TARGET)
     revisions = risk.revisions_between(tree, None, None)
     reports = by_rev(risk.analyse(TARGET, tree, revisions))
 
     assert list(reports) == [f"{i:04d}" for i in range(1, 21)]
-    for rid in [f"{i:04d}" for i in range(1, 17)]:
-        assert reports[rid].grade != "high", (rid, reports[rid].reasons)
-    # From the base every table is created in the range: the application running during
-    # that deployment does not use users yet, so 0020's index is a note there.
-    index = next(f for f in reports["0020"].findings if f.rule == "create-index-blocking")
-    assert index.severity == "note"
-    assert "created by revision 0002" in index.message
     assert all(r.previewable for r in reports.values())
+    # Without a database each revision meets a production database at its parent: users,
+    # created by 0002, holds data of unknown size by the time 0020 indexes it.
+    index = next(f for f in reports["0020"].findings if f.rule == "create-index-blocking")
+    assert index.severity == "high" and reports["0020"].grade == "high"
+    assert "created by revision" not in index.message
+    # A table created in the revision itself is new: 0002's CREATE TABLE users is not risky.
+    assert reports["0002"].grade == "low", reports["0002"].reasons
+    # Pending on a database (every one of them still to run), the earlier ones' tables are new.
+    pending = by_rev(risk.analyse(TARGET, tree, revisions, pending=True))
+    index = next(f for f in pending["0020"].findings if f.rule == "create-index-blocking")
+    assert index.severity == "note" and "created by revision 0002" in index.message
 
 
 # --- Sizes ---
@@ -233,19 +237,23 @@ def test_a_revision_that_reads_the_database_is_not_previewable_and_not_low(
     )
     reports = by_rev(analyse(folder, ["0001"]))
 
-    for rid in ("0002", "0003"):
-        report = reports[rid]
-        assert not report.previewable
-        assert report.grade == "medium"
-        assert [f.rule for f in report.findings] == ["not-previewable"]
-        assert report.reasons[0].startswith("not previewable: ")
-    assert "needs the production data" in reports["0003"].error
-    assert "fetchall" in reports["0002"].error
+    reads = reports["0002"]
+    assert not reads.previewable and reads.grade == "medium"
+    assert [f.rule for f in reads.findings] == ["not-previewable"]
+    assert reads.reasons[0].startswith("not previewable: reads the database (line 12): it tried")
+    assert reads.failure["category"] == "reads_database"
+    assert reads.failure["query"] == "SELECT id FROM users"
+    assert reads.sql == ""  # its partial SQL is never shown as the result
+    raises = reports["0003"]
+    assert not raises.previewable and raises.grade == "high"  # it fails online too
+    assert [f.rule for f in raises.findings] == ["revision-raises"]
+    assert "RuntimeError: needs the production data" in raises.error
+    assert raises.findings[0].line == 12
     assert reports["0004"].previewable and reports["0004"].grade == "low"
 
 
 def test_accepting_a_not_previewable_revision_never_makes_it_low(tmp_path: Path) -> None:
-    folder = project(tmp_path, ("0002", 'raise RuntimeError("no")'))
+    folder = project(tmp_path, ("0002", 'op.get_bind().execute(sa.text("SELECT 1")).scalar()'))
     accepted = {("0002", "not-previewable"): {"by": "leo", "comment": "ran it on staging"}}
     (report,) = analyse(folder, ["0001"], acceptances=accepted)
 
@@ -358,8 +366,10 @@ def test_a_revision_on_a_table_an_earlier_pending_revision_created_is_not_risky(
         ("0003", 'op.create_index("ix_events_id", "events", ["id"])'),
     )
 
-    assert by_rev(analyse(folder, ["0001"]))["0003"].grade == "low"
-    assert by_rev(analyse(folder, ["0002"]))["0003"].grade == "high"
+    assert by_rev(analyse(folder, ["0001"], pending=True))["0003"].grade == "low"
+    # Without a database saying 0002 is still pending, events may be in use by then.
+    assert by_rev(analyse(folder, ["0001"]))["0003"].grade == "high"
+    assert by_rev(analyse(folder, ["0002"], pending=True))["0003"].grade == "high"
 
 
 # --- Rendering one revision ---
@@ -372,10 +382,14 @@ def test_a_merge_revision_renders_only_its_own_sql(tmp_path: Path) -> None:
     write(folder, "0004", ("0002", "0003"), 'op.execute("UPDATE users SET a = b WHERE id < 10")')
     tree = alembic.read_scripts(folder)
 
-    sql = alembic.render_revision_sql(folder, tree.revisions["0004"])
+    rendered, _ = alembic.render_offline(tree, [tree.revisions["0004"]])
+    sql = rendered["0004"].upgrade.sql
 
     assert "UPDATE users SET a = b WHERE id < 10" in sql
     assert "ADD COLUMN" not in sql
+    # Only the version bookkeeping joins the two parents.
+    assert "DELETE FROM alembic_version WHERE alembic_version.version_num = '0003'" in sql
+    assert "SET version_num='0004' WHERE alembic_version.version_num = '0002'" in sql
     reports = by_rev(analyse(folder, ["0001"]))
     assert reports["0004"].down_revisions == ["0002", "0003"]
     assert counted(reports["0004"]) == [("data-migration", "medium")]
@@ -387,20 +401,21 @@ def test_a_root_revision_renders_with_alembics_version_table_left_out_of_the_ana
     folder = project(tmp_path)
     tree = alembic.read_scripts(folder)
 
-    assert "CREATE TABLE alembic_version" in alembic.render_revision_sql(
-        folder, tree.revisions["0001"]
-    )
+    rendered, _ = alembic.render_offline(tree, [tree.revisions["0001"]])
+    assert "CREATE TABLE alembic_version" in rendered["0001"].upgrade.sql
     (report,) = analyse(folder)
     assert [s.sql.split("(")[0].strip() for s in report.statements] == ["CREATE TABLE users"]
     assert report.tables == ["users"]
 
 
-def test_rendering_a_failing_revision_raises_alembic_error(tmp_path: Path) -> None:
+def test_rendering_a_failing_revision_names_its_exception_and_line(tmp_path: Path) -> None:
     folder = project(tmp_path, ("0002", 'raise RuntimeError("boom")'))
     tree = alembic.read_scripts(folder)
 
-    with pytest.raises(alembic.AlembicError, match="RuntimeError: boom"):
-        alembic.render_revision_sql(folder, tree.revisions["0002"])
+    rendered, _ = alembic.render_offline(tree, [tree.revisions["0002"]])
+    failure = rendered["0002"].upgrade.failure
+    assert failure is not None and failure.category == "raises"
+    assert failure.message.startswith("RuntimeError: boom") and failure.line == 12
 
 
 # --- Which revisions, the JSON, the hash ---
@@ -447,12 +462,11 @@ def test_the_report_hash_is_stable_and_ignores_size_drift() -> None:
     assert hash_with(table_sizes={"users": (200, 98_304)}) != plain  # the grade changed
 
 
-def test_a_folder_alembic_cannot_load_makes_every_revision_not_previewable(
-    tmp_path: Path,
-) -> None:
+def test_a_file_that_does_not_parse_hides_none_of_the_others(tmp_path: Path) -> None:
     folder = project(tmp_path, ("0002", INDEX))
     (folder / "versions" / "0003_broken.py").write_text("revision = '0003'\ndef upgrade(:\n")
+    tree = alembic.read_scripts(folder)
     reports = analyse(folder, ["0001"])
 
-    assert [(r.revision, r.previewable, r.grade) for r in reports] == [("0002", False, "medium")]
-    assert "the script folder cannot be loaded: SyntaxError" in reports[0].error
+    assert [p.kind for p in tree.problems] == ["syntax_error"]
+    assert [(r.revision, r.previewable, r.grade) for r in reports] == [("0002", True, "high")]

@@ -29,12 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
+from dashboard.lib.alembic import render
+from dashboard.lib.alembic.revision_files import Failure
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
 __all__ = [
     "AlembicError",
     "Edge",
+    "Failure",
     "History",
     "Lane",
     "NotAnAlembicProject",
@@ -45,6 +49,7 @@ __all__ = [
     "downgrade",
     "history",
     "read_scripts",
+    "render_offline",
     "render_sql",
     "stamp",
     "upgrade",
@@ -900,74 +905,24 @@ def stamp(
 # --- Rendering one revision at a time (risk analysis) ---
 
 
-def render_revision_sql(script_location: str | Path, revision: Revision) -> str:
-    """The SQL of exactly one revision's upgrade, rendered offline (no database contacted).
-
-    Alembic is told the database sits at the revision's parents (and the revisions it depends
-    on), so the output holds that one revision: ``upgrade <down>:<rev> --sql`` for a plain
-    revision, ``upgrade <rev> --sql`` for a root (with the ``alembic_version`` table's
-    creation), and for a merge both parents at once, which a range cannot say. Raises
-    :class:`AlembicError` when the revision cannot be rendered offline (it reads the database,
-    it raises, the script folder does not load).
-    """
-    rendered = render_revisions_sql(script_location, [revision])[revision.id]
-    if isinstance(rendered, AlembicError):
-        raise rendered
-    return rendered
-
-
-def render_revisions_sql(
-    script_location: str | Path, revisions: Iterable[Revision]
-) -> dict[str, str | AlembicError]:
-    """:func:`render_revision_sql` for several revisions, loading the script folder once.
-
-    Each revision's SQL, or the :class:`AlembicError` saying why it cannot be rendered: one
-    failing revision does not stop the others.
-    """
-    import warnings
-
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.runtime.migration import MigrationStep
-    from alembic.script import ScriptDirectory
-
-    wanted = list(revisions)
-    output = io.StringIO()
-    cfg = _config(script_location, OFFLINE_URL, output)
-    results: dict[str, str | AlembicError] = {}
-    try:
-        with warnings.catch_warnings():
-            # Duplicates and orphans are reported by read_scripts as Problems already.
-            warnings.simplefilter("ignore")
-            script = ScriptDirectory.from_config(cfg)
-            script.revision_map.heads  # noqa: B018 - loads every revision file now, once
-    except Exception as exc:
-        error = AlembicError(f"the script folder cannot be loaded: {type(exc).__name__}: {exc}")
-        return {rev.id: error for rev in wanted}
-
-    for rev in wanted:
-        output.seek(0)
-        output.truncate()
-        start = [*rev.parents, *(d for d in rev.dependencies if d not in rev.parents)]
-
-        def steps(heads: object, context: object, rid: str = rev.id) -> list[Any]:
-            step = MigrationStep.upgrade_from_script(script.revision_map, script.get_revision(rid))
-            return [step]
-
-        def run(start: list[str] = start, rid: str = rev.id) -> None:
-            with EnvironmentContext(
-                cfg,
-                script,
-                fn=steps,
-                as_sql=True,
-                starting_rev=start or None,
-                destination_rev=rid,
-            ):
-                script.run_env()
-
-        try:
-            _run(f"upgrade {rev.id} --sql", OFFLINE_URL, run)
-        except AlembicError as exc:
-            results[rev.id] = exc
-        else:
-            results[rev.id] = output.getvalue()
-    return results
+def render_offline(
+    tree: ScriptTree,
+    revisions: Iterable[Revision],
+    *,
+    downgrade: bool = False,
+    timeout: float = render.DEFAULT_TIMEOUT,
+) -> tuple[dict[str, render.RevisionRender], render.EnvFacts]:
+    """Each revision's upgrade SQL (and its downgrade's, with ``downgrade``), rendered offline
+    from its own file in a context Runway configures: the project's ``env.py`` never runs, and
+    a broken link elsewhere in the chain hides nothing (see :mod:`.render`)."""
+    location = tree.location.resolve()
+    jobs = [
+        render.Job(
+            rev.id,
+            location / rev.path,
+            rev.down_revisions,
+            downgrade=downgrade and rev.has_downgrade,
+        )
+        for rev in revisions
+    ]
+    return render.render_revisions(location, jobs, timeout=timeout)

@@ -7,11 +7,13 @@ from typing import Any
 from pglast import ast
 
 from dashboard.schema.rules.statements import (
+    _NO_TRANSACTION,
     _cluster,
     _create_trigger,
     _do,
     _insert,
     _lock,
+    _refused_in_transaction,
     _reindex,
     _rename,
     _truncate,
@@ -46,4 +48,6 @@ _HANDLERS: dict[type, Any] = {
     ast.LockStmt: _lock,
     ast.CreateTrigStmt: _create_trigger,
     ast.DoStmt: _do,
+    ast.AlterEnumStmt: _refused_in_transaction,
+    **dict.fromkeys(_NO_TRANSACTION, _refused_in_transaction),
 }

@@ -7,6 +7,8 @@ from typing import Any
 
 from pglast import ast
 from pglast.enums import (
+    A_Expr_Kind,
+    BoolExprType,
     ObjectType,
     ReindexObjectType,
 )
@@ -123,6 +125,22 @@ def _update_delete(node: Any, st: Statement, ctx: _Context) -> None:
     for source in _sources(extra, ctx):
         if source != table:
             st.take(source, "ACCESS SHARE")
+    keys = _keyed(node.whereClause)
+    if keys is not None and not extra:
+        # A keyed change of a few rows (a fix-up, a seed row): an index lookup, not a migration.
+        st.add(
+            RuleFinding(
+                "keyed-change",
+                "note",
+                f"{verb} {table} changes at most {keys} row{'s' if keys != 1 else ''} chosen by "
+                "key: brief row locks, not a data migration.",
+                "",
+                "ROW EXCLUSIVE",
+                table,
+                tables=(table,),
+            )
+        )
+        return
     st.data_migration = True
     whole = node.whereClause is None
     st.scans = True
@@ -183,6 +201,35 @@ def _update_delete(node: Any, st: Statement, ctx: _Context) -> None:
                 tables=(table,),
             )
         )
+
+
+# More keys than this in one IN list is a batch of its own, not a fix-up.
+KEYED_LIMIT = 1000
+
+
+def _keyed(where: Any) -> int | None:
+    """How many rows at most a WHERE of key equalities selects (``col = constant``, or
+    ``col IN (constants)``, joined by AND), or None when it is not such a WHERE."""
+    if isinstance(where, ast.BoolExpr):
+        if where.boolop != BoolExprType.AND_EXPR:
+            return None
+        counts = [_keyed(arg) for arg in where.args or ()]
+        return None if any(c is None for c in counts) else min(c for c in counts if c is not None)
+    if not isinstance(where, ast.A_Expr) or not isinstance(where.lexpr, ast.ColumnRef):
+        return None
+    if [n.sval for n in where.name or ()] != ["="]:
+        return None
+    if where.kind == A_Expr_Kind.AEXPR_OP and isinstance(where.rexpr, ast.A_Const):
+        return 1
+    if where.kind == A_Expr_Kind.AEXPR_IN and isinstance(where.rexpr, tuple | list):
+        values = list(where.rexpr)
+        if (
+            values
+            and len(values) <= KEYED_LIMIT
+            and all(isinstance(v, ast.A_Const) for v in values)
+        ):
+            return len(values)
+    return None
 
 
 def _insert(node: Any, st: Statement, ctx: _Context) -> None:
@@ -388,4 +435,38 @@ def _unparsable(error: str) -> RuleFinding:
         "",
         "",
         squawk_rules=("syntax-error",),
+    )
+
+
+# Statements PostgreSQL refuses inside a transaction block ("cannot run inside a transaction
+# block"): in the revision's BEGIN ... COMMIT the revision fails when applied.
+_NO_TRANSACTION = {
+    ast.CreatedbStmt: "CREATE DATABASE",
+    ast.DropdbStmt: "DROP DATABASE",
+    ast.CreateTableSpaceStmt: "CREATE TABLESPACE",
+    ast.DropTableSpaceStmt: "DROP TABLESPACE",
+    ast.AlterSystemStmt: "ALTER SYSTEM",
+    ast.CreateSubscriptionStmt: "CREATE SUBSCRIPTION",
+}
+
+
+def _refused_in_transaction(node: Any, st: Statement, ctx: _Context) -> None:
+    what = _NO_TRANSACTION.get(type(node), "")
+    if isinstance(node, ast.AlterEnumStmt):
+        if node.oldVal or ctx.pg_major is None or ctx.pg_major >= 12:
+            return  # RENAME VALUE, or ADD VALUE on PostgreSQL 12+ (assumed when unknown)
+        what = "ALTER TYPE ... ADD VALUE (before PostgreSQL 12)"
+    if not what or not st.in_transaction:
+        return
+    st.add(
+        RuleFinding(
+            "refused-in-transaction",
+            "high",
+            f"{what} cannot run inside a transaction block: PostgreSQL rejects it and the "
+            "revision fails (the revision's BEGIN ... COMMIT wraps it).",
+            f"Run it outside the revision's transaction (`{AUTOCOMMIT}`), or outside the "
+            "migrations altogether.",
+            "",
+            "",
+        )
     )
