@@ -300,8 +300,8 @@ def main() -> None:
     project = rf.Project.around(location)
     loaded, missing = [], []
     for plugin in request.get("plugins", []):
-        if project.owns(plugin):
-            continue
+        if project.owns(plugin.split(".")[0]):
+            continue  # the application's own code: never imported
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 __import__(plugin)

@@ -147,8 +147,9 @@ class Project:
 
 
 def env_imports(env_py: Path) -> list[str]:
-    """The top-level modules ``env.py`` imports, other than the standard library, Alembic and
-    SQLAlchemy (read with ast; env.py is never run)."""
+    """The modules ``env.py`` imports (as written: ``alembic_utils.pg_view``), other than the
+    standard library, Alembic and SQLAlchemy (read with ast; env.py is never run). A plugin
+    registers its operations when its module is imported, often a submodule."""
     try:
         tree = ast.parse(env_py.read_bytes())
     except (OSError, SyntaxError, ValueError):
@@ -161,9 +162,8 @@ def env_imports(env_py: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names = [node.module]
         for name in names:
-            top = name.split(".")[0]
-            if top not in _NOT_PLUGINS and top not in found:
-                found.append(top)
+            if name.split(".")[0] not in _NOT_PLUGINS and name not in found:
+                found.append(name)
     return found
 
 
