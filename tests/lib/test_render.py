@@ -357,3 +357,13 @@ def test_each_statement_knows_the_line_of_the_op_call_that_emitted_it(app: Path)
     (report,) = risk.analyse(app, alembic.read_scripts(app), ["0002"])
     lines = {s.sql.split()[0] + " " + s.sql.split()[1]: s.file_line for s in report.statements}
     assert lines == {"ALTER TABLE": 12, "CREATE INDEX": 13}
+
+
+def test_a_revision_that_kills_the_worker_is_named_and_the_rest_still_render(app: Path) -> None:
+    revision(app, "0002", "0001", "import os\nos._exit(3)")
+    revision(app, "0003", "0002", 'op.add_column("users", sa.Column("a", sa.Text))')
+    rendered = render(app, "0002", "0003")
+    failure = rendered["0002"].upgrade.failure
+    assert failure is not None and failure.category == "raises"
+    assert "the render worker died on it (exit 3)" in failure.message
+    assert rendered["0003"].upgrade.ok

@@ -142,11 +142,15 @@ def render_revisions(
     todo = list(jobs)
     results: dict[str, RevisionRender] = {}
     while todo:
-        done = _run_worker(location, todo, timeout, facts, results)
+        done, died = _run_worker(location, todo, timeout, facts, results)
         todo = todo[done:]
         if todo and todo[0].id not in results:
-            # The worker was killed on this one: past its time limit, or it crashed.
-            failure = Failure("timed_out", f"rendering it took longer than {timeout:g} s")
+            # The worker stopped on this one: stuck past its time limit, or it died.
+            failure = (
+                Failure("raises", f"the render worker died on it ({died})")
+                if died
+                else Failure("timed_out", f"rendering it took longer than {timeout:g} s")
+            )
             results[todo[0].id] = RevisionRender(Rendered(failure=failure))
             todo = todo[1:]
     return results, facts
@@ -158,8 +162,9 @@ def _run_worker(
     timeout: float,
     facts: EnvFacts,
     results: dict[str, RevisionRender],
-) -> int:
-    """Render ``jobs`` in one worker; the number handled before it finished or was killed."""
+) -> tuple[int, str]:
+    """Render ``jobs`` in one worker: how many it handled, and how it died if it died
+    ("" when it finished, or was killed for taking too long)."""
     request = {
         "location": str(location),
         "jobs": [job.to_json() for job in jobs],
@@ -186,7 +191,7 @@ def _run_worker(
     try:
         ready = reader.next(_START_SECONDS)
         if ready is None:
-            return 0
+            return 0, _death(proc)
         plugins = json.loads(ready).get("plugins", {})
         facts.loaded = plugins.get("loaded", [])
         facts.missing = plugins.get("missing", [])
@@ -194,7 +199,7 @@ def _run_worker(
             # The worker stops itself at the limit; this is for one stuck in C code.
             line = reader.next(timeout + 5)
             if line is None:
-                return handled
+                return handled, _death(proc)
             data = json.loads(line)
             down = data.get("downgrade")
             results[data["id"]] = RevisionRender(
@@ -202,12 +207,21 @@ def _run_worker(
                 Rendered.from_json(down) if down else None,
             )
             handled += 1
-        return handled
+        return handled, ""
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def _death(proc: subprocess.Popen[bytes]) -> str:
+    """How the worker ended, when it ended by itself ("" while it still runs: it was stuck)."""
+    try:
+        code = proc.wait(0.2)
+    except subprocess.TimeoutExpired:
+        return ""
+    return f"killed by signal {-code}" if code < 0 else f"exit {code}"
 
 
 class _Lines:
