@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,14 +11,12 @@ from dashboard.lib import alembic
 
 
 def fingerprint(path: Path) -> tuple[float, int]:
-    """Changes whenever a revision file is added, removed or edited."""
-    versions = path / "versions"
+    """Changes whenever a revision file in any version location is added, removed or edited,
+    or the project's alembic.ini is."""
     try:
-        entries = list(os.scandir(versions))
-    except OSError:
+        return alembic.read_config(path).fingerprint()
+    except alembic.NotAnAlembicProject:
         return (0.0, -1)
-    stamps = [e.stat().st_mtime for e in entries if e.name.endswith(".py")]
-    return (max(stamps, default=0.0), len(stamps))
 
 
 @lru_cache(maxsize=64)

@@ -7,8 +7,11 @@ SQLite files or offline.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,11 @@ from dashboard.lib.alembic import (
     History,
     NotAnAlembicProject,
     ScriptTree,
+    check_project,
     downgrade,
     history,
     psycopg_url,
+    read_config,
     read_scripts,
     render_sql,
     stamp,
@@ -65,13 +70,16 @@ def write_revision(
     *,
     depends_on: str | tuple[str, ...] | None = None,
     filename: str | None = None,
+    versions: Path | None = None,
 ) -> Path:
     """A revision file as ``alembic revision`` writes it; it creates (and drops) table t_<rev>.
 
     ``downgrade``: True for a working one, False for ``pass``, or the body's source code.
+    ``versions``: the folder it goes into (default: ``versions/`` of the script folder).
     """
-    versions = folder / "versions"
+    versions = versions or folder / "versions"
     versions.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "env.py").exists():
         (folder / "env.py").write_text(ENV_PY)
     if downgrade is True:
@@ -357,8 +365,8 @@ def not_a_project(tmp_path: Path, what: str) -> Path:
     if what == "missing":
         return tmp_path / "gone"
     if what == "file":
-        (tmp_path / "alembic.ini").write_text("[alembic]\n")
-        return tmp_path / "alembic.ini"
+        (tmp_path / "env.py").write_text(ENV_PY)
+        return tmp_path / "env.py"
     if what == "no env.py":
         (tmp_path / "versions").mkdir()
     if what == "no versions":
@@ -370,7 +378,11 @@ def not_a_project(tmp_path: Path, what: str) -> Path:
     "what,reason",
     [
         ("missing", "the folder does not exist"),
-        ("file", "it is a file, not a folder"),
+        (
+            "file",
+            "it is a file, but not an ini file Alembic can read "
+            "(File contains no section headers.)",
+        ),
         ("no env.py", "no env.py found"),
         ("no versions", "no versions/ folder found"),
     ],
@@ -380,6 +392,393 @@ def test_it_explains_what_is_not_an_alembic_project(tmp_path, what, reason):
     with pytest.raises(NotAnAlembicProject) as caught:
         read_scripts(path)
     assert str(caught.value) == f"{path} is not an Alembic project: {reason}"
+
+
+# --- Script locations: a folder or an alembic.ini, as Alembic itself reads them ---
+
+
+def ini(folder: Path, body: str, name: str = "alembic.ini") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def spread_out(root: Path) -> Path:
+    """A project whose revisions live in two folders, one with a dated sub-folder.
+
+    migrations/ (env.py) · migrations/versions: a1, b1 (label core) · migrations/versions/2024:
+    c1 · billing/versions: p1 (label billing, depends on core). Returns the script folder.
+    """
+    script = root / "migrations"
+    write_revision(script, "a1", None, "base")
+    write_revision(script, "b1", "a1", "core tables", branch_labels="core")
+    write_revision(script, "c1", "b1", "dated", versions=script / "versions" / "2024")
+    write_revision(
+        script,
+        "p1",
+        None,
+        "billing base",
+        branch_labels="billing",
+        depends_on="core",
+        versions=root / "billing" / "versions",
+    )
+    return script
+
+
+def alembic_reads(config: Path, section: str = "alembic") -> dict[str, Path]:
+    """What Alembic 1.20 itself loads from the same file: revision id -> file."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    if config.name == "pyproject.toml":
+        cfg = Config(toml_file=str(config))
+    else:
+        beside = config.parent / "pyproject.toml"
+        cfg = Config(str(config), ini_section=section, toml_file=str(beside))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy separators
+        script = ScriptDirectory.from_config(cfg)
+        return {
+            s.revision: Path(s.path).resolve()
+            for s in script.revision_map.iterate_revisions("heads", "base")
+        }
+
+
+def runway_reads(location: str | Path) -> dict[str, Path]:
+    tree = read_scripts(location)
+    assert tree.problems == []
+    return {rev.id: (tree.location / rev.path).resolve() for rev in tree}
+
+
+TWO_FOLDERS = "%(here)s/migrations/versions{sep}%(here)s/billing/versions"
+
+
+@pytest.mark.parametrize(
+    "options,ids",
+    [
+        ("script_location = migrations", {"a1", "b1"}),
+        ("script_location = %(here)s/migrations", {"a1", "b1"}),
+        ("script_location = ./migrations\nrecursive_version_locations = true", {"a1", "b1", "c1"}),
+        (
+            "script_location = migrations\n"
+            f"version_locations = {TWO_FOLDERS.format(sep=':')}\npath_separator = os",
+            {"a1", "b1", "p1"},
+        ),
+        (
+            "script_location = migrations\n"
+            f"version_locations = {TWO_FOLDERS.format(sep=' ')}\npath_separator = space",
+            {"a1", "b1", "p1"},
+        ),
+        (
+            "script_location = migrations\n"
+            f"version_locations =\n  {TWO_FOLDERS.format(sep=chr(10) + '  ')}\n"
+            "path_separator = newline",
+            {"a1", "b1", "p1"},
+        ),
+        (
+            "script_location = migrations\n"
+            f"version_locations = {TWO_FOLDERS.format(sep=';')}\nversion_path_separator = ;",
+            {"a1", "b1", "p1"},
+        ),
+        (  # no separator configured: Alembic's legacy split on commas and spaces
+            "script_location = migrations\n"
+            "version_locations = migrations/versions, billing/versions",
+            {"a1", "b1", "p1"},
+        ),
+        (
+            "script_location = migrations\n"
+            f"version_locations = {TWO_FOLDERS.format(sep=';')}\npath_separator = ;\n"
+            "recursive_version_locations = true",
+            {"a1", "b1", "c1", "p1"},
+        ),
+        (  # Alembic's boolean test is == "true"
+            "script_location = migrations\nrecursive_version_locations = True",
+            {"a1", "b1"},
+        ),
+    ],
+)
+def test_an_alembic_ini_is_read_as_alembic_reads_it(tmp_path, monkeypatch, options, ids):
+    spread_out(tmp_path)
+    config = ini(tmp_path, "[alembic]\n" + options + "\n")
+    monkeypatch.chdir(tmp_path)  # Alembic starts relative paths here; Runway at the ini
+    expected = alembic_reads(config)
+    assert set(expected) == ids
+    monkeypatch.chdir(tmp_path / "billing")
+    assert runway_reads(config) == expected
+
+
+def test_relative_paths_start_at_the_ini_not_the_working_directory(tmp_path, monkeypatch):
+    spread_out(tmp_path / "app")
+    config = ini(tmp_path / "app", "[alembic]\nscript_location = migrations\n")
+    monkeypatch.chdir(tmp_path)
+    tree = read_scripts(config)
+    assert tree.location == tmp_path / "app" / "migrations"
+    assert set(tree.revisions) == {"a1", "b1"}
+    assert read_scripts(Path("app") / "alembic.ini").location == tree.location
+
+
+def test_revision_paths_stay_usable_from_the_script_location(tmp_path):
+    spread_out(tmp_path)
+    config = ini(
+        tmp_path,
+        f"""
+        [alembic]
+        script_location = %(here)s/migrations
+        version_locations = {TWO_FOLDERS.format(sep=" ")}
+        path_separator = space
+        recursive_version_locations = true
+        """,
+    )
+    tree = read_scripts(config)
+    assert tree.revisions["a1"].path == "versions/a1_base.py"
+    assert tree.revisions["c1"].path == "versions/2024/c1_dated.py"
+    billing = tmp_path / "billing" / "versions" / "p1_billing_base.py"
+    assert tree.revisions["p1"].path == billing.as_posix()  # outside: absolute
+    assert tree.revisions["p1"].file_name == "p1_billing_base.py"
+    for rev in tree:
+        assert (tree.location / rev.path).is_file()
+    assert tree.shown_locations() == ["migrations/versions", "billing/versions"]
+    assert tree.shown_path(tree.revisions["p1"]) == "billing/versions/p1_billing_base.py"
+    assert tree.revisions["p1"].dependencies == ("b1",)
+    data = history(tree, []).to_json()
+    assert data["version_locations"] == ["migrations/versions", "billing/versions"]
+    assert data["recursive"] is True
+    p1 = next(r for r in data["revisions"] if r["id"] == "p1")
+    assert p1["depends"] == [{"name": "core", "target": "b1"}]
+    assert p1["shown_file"] == "billing/versions/p1_billing_base.py"
+
+
+def test_a_script_folder_needs_no_versions_folder_when_version_locations_say_where(tmp_path):
+    script = tmp_path / "migrations"
+    write_revision(script, "a1", None, versions=tmp_path / "revisions")
+    config = ini(
+        tmp_path,
+        "[alembic]\nscript_location = migrations\nversion_locations = %(here)s/revisions\n",
+    )
+    assert not (script / "versions").exists()
+    assert check_project(config) == script
+    assert list(read_scripts(config).revisions) == ["a1"]
+
+
+def test_one_id_in_two_version_locations_is_a_duplicate(tmp_path):
+    spread_out(tmp_path)
+    write_revision(
+        tmp_path / "migrations", "a1", None, "base", versions=tmp_path / "billing" / "versions"
+    )
+    config = ini(
+        tmp_path,
+        f"""
+        [alembic]
+        script_location = migrations
+        version_locations = {TWO_FOLDERS.format(sep=" ")}
+        path_separator = space
+        """,
+    )
+    tree = read_scripts(config)
+    assert kinds(tree) == ["duplicate_revision"]
+    problem = tree.problems[0]
+    assert problem.message == (
+        "migrations/versions/a1_base.py and billing/versions/a1_base.py both define revision "
+        "'a1'; billing/versions/a1_base.py is ignored"
+    )
+    assert tree.revisions["a1"].path == "versions/a1_base.py"
+    assert problem.file == (tmp_path / "billing" / "versions" / "a1_base.py").as_posix()
+
+
+def test_a_folder_listed_twice_is_read_once(tmp_path):
+    spread_out(tmp_path)
+    config = ini(
+        tmp_path,
+        "[alembic]\nscript_location = migrations\npath_separator = space\n"
+        "version_locations = migrations/versions %(here)s/migrations/versions "
+        "migrations/versions/2024\nrecursive_version_locations = true\n",
+    )
+    assert set(runway_reads(config)) == {"a1", "b1", "c1"}
+
+
+def test_another_section_is_named_after_a_hash(tmp_path):
+    spread_out(tmp_path)
+    config = ini(
+        tmp_path,
+        """
+        [alembic]
+        script_location = migrations
+
+        [billing]
+        script_location = migrations
+        version_locations = %(here)s/billing/versions
+        """,
+    )
+    assert set(runway_reads(config)) == {"a1", "b1"}
+    tree = read_scripts(f"{config}#billing")
+    assert set(tree.revisions) == {"p1"}
+    assert kinds(tree) == ["missing_dependency"]  # core lives in the other section's folder
+    assert read_config(config, "billing").section == "billing"
+
+
+def test_a_pyproject_toml_is_read_as_alembic_reads_it(tmp_path, monkeypatch):
+    spread_out(tmp_path)
+    toml = tmp_path / "pyproject.toml"
+    toml.write_text(
+        '[tool.alembic]\nscript_location = "%(here)s/migrations"\n'
+        'version_locations = ["%(here)s/migrations/versions", "%(here)s/billing/versions"]\n'
+        "recursive_version_locations = true\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    expected = alembic_reads(toml)
+    assert set(expected) == {"a1", "b1", "c1", "p1"}
+    assert runway_reads(toml) == expected
+    # The pyproject template: alembic.ini keeps only logging and the URL.
+    config = ini(tmp_path, "[alembic]\nsqlalchemy.url = driver://u:p@h/db\n")
+    assert alembic_reads(config) == expected
+    assert runway_reads(config) == expected
+
+
+def make_package(root: Path, dotted: str) -> Path:
+    """Packages whose __init__ raises, so importing any of them fails the test; returns the
+    innermost package's folder, holding a script folder migrations/ with a1 and b1."""
+    folder = root
+    for name in dotted.split("."):
+        folder = folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").write_text(f"raise RuntimeError('{name} was imported')\n")
+    linear(folder / "migrations", "a1", "b1")
+    return folder
+
+
+@pytest.mark.parametrize("dotted", ["runway_demo_pkg", "runway_demo_pkg.db.schema"])
+def test_a_package_resource_is_found_without_importing_the_package(tmp_path, monkeypatch, dotted):
+    folder = make_package(tmp_path / "site", dotted)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    config = ini(tmp_path / "project", f"[alembic]\nscript_location = {dotted}:migrations\n")
+    tree = read_scripts(config)
+    assert tree.location == folder / "migrations"
+    assert set(tree.revisions) == {"a1", "b1"}
+    assert not any(m.startswith("runway_demo_pkg") for m in sys.modules)
+
+
+def test_a_package_resource_is_looked_for_in_prepend_sys_path_first(tmp_path):
+    folder = make_package(tmp_path / "src", "runway_src_pkg.db")
+    make_package(tmp_path, "runway_src_pkg.db")  # beside the ini: found only as the fallback
+    config = ini(
+        tmp_path,
+        "[alembic]\nprepend_sys_path = src\npath_separator = os\n"
+        "script_location = runway_src_pkg.db:migrations\n",
+    )
+    assert read_scripts(config).location == folder / "migrations"
+    assert "runway_src_pkg" not in sys.modules
+
+
+def test_a_package_resource_falls_back_to_a_folder_beside_the_ini(tmp_path):
+    folder = make_package(tmp_path, "runway_app_pkg.db")
+    config = ini(tmp_path, "[alembic]\nscript_location = runway_app_pkg.db:migrations\n")
+    assert read_scripts(config).location == folder / "migrations"
+
+
+def test_version_locations_may_be_package_resources_too(tmp_path):
+    folder = make_package(tmp_path, "runway_ver_pkg")
+    write_revision(folder / "migrations", "p1", "b1", versions=folder / "billing")
+    config = ini(
+        tmp_path,
+        "[alembic]\nscript_location = runway_ver_pkg:migrations\npath_separator = space\n"
+        "version_locations = runway_ver_pkg:migrations/versions runway_ver_pkg:billing\n",
+    )
+    assert set(read_scripts(config).revisions) == {"a1", "b1", "p1"}
+
+
+def broken_config(tmp_path: Path, what: str) -> Path:
+    spread_out(tmp_path)
+    bodies = {
+        "no section": "[loggers]\nkeys = root\n",
+        "no script_location": "[alembic]\nsqlalchemy.url = driver://u:p@h/db\n",
+        "package": "[alembic]\nscript_location = runway_no_such_pkg:migrations\n",
+        "not a package": "[alembic]\nscript_location = some-thing:migrations\n",
+        "script folder": "[alembic]\nscript_location = %(here)s/migraitons\n",
+        "env.py": "[alembic]\nscript_location = billing\n",
+        "version location": "[alembic]\nscript_location = migrations\n"
+        "version_locations = migrations/versions billing/versons\npath_separator = space\n",
+        "separator": "[alembic]\nscript_location = migrations\n"
+        "version_locations = a,b\npath_separator = comma\n",
+        "interpolation": "[alembic]\nscript_location = %(root)s/migrations\n",
+        "not ini": "script_location = migrations\n",
+    }
+    if what == "missing":
+        return tmp_path / "alembic.ini"
+    return ini(tmp_path, bodies[what])
+
+
+@pytest.mark.parametrize(
+    "what,reason",
+    [
+        ("missing", "the file does not exist"),
+        ("no section", "it has no [alembic] section"),
+        ("no script_location", "its [alembic] section has no script_location"),
+        (
+            "package",
+            "its script_location 'runway_no_such_pkg:migrations' names the package "
+            "'runway_no_such_pkg', which Runway cannot find (not importable here, and no "
+            "runway_no_such_pkg/ folder beside alembic.ini)",
+        ),
+        ("not a package", "its script_location 'some-thing:migrations' does not name a package"),
+        ("script folder", "its script_location migraitons does not exist"),
+        ("env.py", "no env.py in its script_location billing"),
+        ("version location", "version location billing/versons (version_locations) does not exist"),
+        ("separator", "path_separator = 'comma' is not one of space, newline, os, ':' or ';'"),
+        ("interpolation", "its script_location cannot be read (Bad value substitution: "),
+        ("not ini", "it is a file, but not an ini file Alembic can read (File contains no "),
+    ],
+)
+def test_it_explains_what_is_wrong_with_an_alembic_ini(tmp_path, what, reason):
+    path = broken_config(tmp_path, what)
+    with pytest.raises(NotAnAlembicProject) as caught:
+        read_scripts(path)
+    assert str(caught.value).startswith(f"{path} is not an Alembic project: {reason}")
+
+
+def test_a_registered_folder_hints_at_its_alembic_ini(tmp_path):
+    spread_out(tmp_path)
+    ini(tmp_path, "[alembic]\nscript_location = migrations\n")
+    with pytest.raises(NotAnAlembicProject, match="it holds an alembic.ini: register that file"):
+        read_scripts(tmp_path)
+
+
+def test_commands_run_through_an_alembic_ini_with_version_locations(tmp_path):
+    spread_out(tmp_path)
+    config = ini(
+        tmp_path,
+        f"""
+        [alembic]
+        script_location = migrations
+        version_locations = {TWO_FOLDERS.format(sep=" ")}
+        path_separator = space
+        recursive_version_locations = true
+        """,
+    )
+    sql = render_sql(config, None, "heads")
+    for rev in ("a1", "b1", "c1", "p1"):
+        assert f"CREATE TABLE t_{rev}" in sql
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    upgrade(config, url, "billing@head")
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        versions = {r[0] for r in conn.execute("SELECT version_num FROM alembic_version")}
+    assert versions == {"p1"}  # p1 depends on b1: b1 ran first, and p1 stands for both
+
+
+def test_the_fingerprint_follows_every_version_location_and_the_ini(tmp_path):
+    spread_out(tmp_path)
+    config = ini(
+        tmp_path,
+        "[alembic]\nscript_location = migrations\npath_separator = space\n"
+        "version_locations = migrations/versions billing/versions\n",
+    )
+    before = read_config(config).fingerprint()
+    write_revision(tmp_path / "migrations", "p2", "p1", versions=tmp_path / "billing" / "versions")
+    after = read_config(config).fingerprint()
+    assert after != before and after[1] > before[1]
+    config.write_text(config.read_text() + "recursive_version_locations = true\n")
+    os.utime(config, (after[0] + 5, after[0] + 5))
+    assert read_config(config).fingerprint()[0] > after[0]
 
 
 # --- Downgrades ---
@@ -525,7 +924,10 @@ def test_the_json_holds_everything_a_page_needs(tmp_path):
         "incoming": [],
         "passing": [],
         "edges": [{"parent": "b1", "lane": 0}, {"parent": "c1", "lane": 1}],
+        "depends": [],
+        "shown_file": "versions/d1_merge.py",
     }
+    assert data["version_locations"] == ["versions"] and data["recursive"] is False
     assert b1["is_current"] and b1["is_applied"] and not b1["has_downgrade"]
     assert a1["branch_labels"] == ["core"] and a1["is_branch_point"] and a1["is_applied"]
     assert c1["is_pending"] and c1["lane"] == 1

@@ -2,8 +2,9 @@
 
 The only module in Runway that talks to Alembic. It imports no Django.
 
-Reading (:func:`read_scripts`) never imports or executes a revision file: each
-``versions/*.py`` is parsed with :mod:`ast`, so a broken file, a duplicate id, a missing
+Reading (:func:`read_scripts`) never imports or executes a revision file: each file of each
+version location (``versions/`` by default; see :mod:`.locations` for a project registered as
+its ``alembic.ini``) is parsed with :mod:`ast`, so a broken file, a duplicate id, a missing
 ``down_revision`` or a cycle becomes a :class:`Problem` next to the usable revisions instead
 of an exception (Alembic's own ``ScriptDirectory`` refuses the whole folder in those cases).
 
@@ -30,6 +31,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from dashboard.lib.alembic import render
+from dashboard.lib.alembic.locations import (
+    NotAnAlembicProject,
+    ScriptConfig,
+    check_config,
+    read_config,
+)
 from dashboard.lib.alembic.revision_files import Failure
 
 if TYPE_CHECKING:
@@ -45,9 +52,13 @@ __all__ = [
     "Problem",
     "Revision",
     "Row",
+    "ScriptConfig",
     "ScriptTree",
+    "check_config",
+    "check_project",
     "downgrade",
     "history",
+    "read_config",
     "read_scripts",
     "render_offline",
     "render_sql",
@@ -59,10 +70,6 @@ OFFLINE_URL = "postgresql+psycopg://offline@localhost/offline"
 DRIVER = "postgresql+psycopg"
 
 
-class NotAnAlembicProject(ValueError):
-    """The script location is not a folder holding ``env.py`` and ``versions/``."""
-
-
 class AlembicError(RuntimeError):
     """An Alembic command failed. The message never contains the database URL or password."""
 
@@ -72,7 +79,7 @@ class AlembicError(RuntimeError):
 
 @dataclass(frozen=True)
 class Problem:
-    """Something wrong in the script folder. ``file`` is relative to the script location.
+    """Something wrong in the script folder. ``file`` is like :attr:`Revision.path`.
 
     Kinds: ``unreadable``, ``syntax_error``, ``no_revision``, ``bad_value`` (the file is
     skipped, or the value ignored), ``duplicate_revision`` (the later file is skipped),
@@ -108,7 +115,9 @@ class Revision:
     branch_labels: tuple[str, ...]
     depends_on: tuple[str, ...]
     message: str
-    path: str  # relative to the script location, e.g. "versions/0001_create_plans.py"
+    # Relative to the script location when the file is inside it (e.g.
+    # "versions/0001_create_plans.py"), else absolute: ``tree.location / path`` is the file.
+    path: str
     has_downgrade: bool
     parents: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
@@ -187,6 +196,23 @@ class ScriptTree:
     bases: tuple[str, ...]  # in display order
     lanes: dict[str, Lane]
     labels: dict[str, str]  # branch label -> id of the revision that declares it
+    config: ScriptConfig | None = None  # where the revisions were read from
+
+    @property
+    def version_locations(self) -> tuple[Path, ...]:
+        return self.config.version_locations if self.config else (self.location / "versions",)
+
+    def shown_locations(self) -> list[str]:
+        """The version locations as a person reads them (from the project's folder)."""
+        if self.config is None:
+            return ["versions"]
+        return [self.config.shown(p) for p in self.config.version_locations]
+
+    def shown_path(self, rev: Revision) -> str:
+        """A revision's file as a person reads it (from the project's folder)."""
+        if self.config is None:
+            return rev.path
+        return self.config.shown(self.location / rev.path)
 
     def __contains__(self, rev: object) -> bool:
         return rev in self.revisions
@@ -246,58 +272,50 @@ class ScriptTree:
 
 
 def check_project(script_location: str | Path) -> Path:
-    """The script location as a Path; :class:`NotAnAlembicProject` when it is not one."""
-    path = Path(script_location)
-    if not path.exists():
-        raise NotAnAlembicProject(f"{path} is not an Alembic project: the folder does not exist")
-    if not path.is_dir():
-        raise NotAnAlembicProject(f"{path} is not an Alembic project: it is a file, not a folder")
-    if not (path / "env.py").is_file():
-        raise NotAnAlembicProject(f"{path} is not an Alembic project: no env.py found")
-    if not (path / "versions").is_dir():
-        raise NotAnAlembicProject(f"{path} is not an Alembic project: no versions/ folder found")
-    return path
+    """The script folder of the project registered as ``script_location`` (the folder itself,
+    or what its ``alembic.ini`` names); :class:`NotAnAlembicProject` when it is not one."""
+    return check_config(script_location).script_location
 
 
 def read_scripts(script_location: str | Path) -> ScriptTree:
-    """Read ``versions/*.py`` of an Alembic script folder without executing anything.
+    """Read the revision files of an Alembic project without executing anything.
 
-    Raises :class:`NotAnAlembicProject` when the folder, its ``env.py`` or its ``versions/``
+    ``script_location`` is the script folder (revisions in its ``versions/``) or the project's
+    ``alembic.ini`` / ``pyproject.toml`` (``alembic.ini#name`` for ``-n name``), whose
+    ``version_locations`` (and ``recursive_version_locations``) say where they are.
+
+    Raises :class:`NotAnAlembicProject` when the project, its ``env.py`` or a version location
     is missing; every other defect is reported in ``ScriptTree.problems``.
     """
-    location = check_project(script_location)
+    config = check_config(script_location)
+    location = config.script_location
     problems: list[Problem] = []
     parsed: dict[str, Revision] = {}
-    try:
-        entries = sorted(e for e in (location / "versions").iterdir() if _is_revision_file(e.name))
-    except OSError as exc:
-        raise NotAnAlembicProject(
-            f"{location} is not an Alembic project: versions/ cannot be read ({exc.strerror})"
-        ) from None
-    for entry in entries:
-        if not entry.is_file():
-            continue
-        rev = _parse_file(entry, f"versions/{entry.name}", problems)
+    for entry in config.revision_files():
+        rev = _parse_file(entry, config.relative(entry), problems)
         if rev is None:
             continue
         first = parsed.get(rev.id)
         if first is not None:
+            # Two folders may hold files of the same name: then the paths tell them apart.
+            a, b = (
+                (first.file_name, rev.file_name)
+                if first.file_name != rev.file_name
+                else (config.shown(location / first.path), config.shown(location / rev.path))
+            )
             problems.append(
                 Problem(
                     "duplicate_revision",
                     rev.path,
                     rev.id,
-                    f"{first.file_name} and {rev.file_name} both define revision {rev.id!r}; "
-                    f"{rev.file_name} is ignored",
+                    f"{a} and {b} both define revision {rev.id!r}; {b} is ignored",
                 )
             )
             continue
         parsed[rev.id] = rev
-    return _build(location, parsed, problems)
-
-
-def _is_revision_file(name: str) -> bool:
-    return name.endswith(".py") and name != "__init__.py" and not name.startswith(".")
+    tree = _build(location, parsed, problems)
+    tree.config = config
+    return tree
 
 
 def _parse_file(path: Path, rel: str, problems: list[Problem]) -> Revision | None:
@@ -750,7 +768,18 @@ class History:
             "drift": list(self.drift),
             "problems": [p.to_json() for p in self.problems],
             "width": self.width,
-            "revisions": [row.to_json() for row in self.rows],
+            "version_locations": self.tree.shown_locations(),
+            "recursive": bool(self.tree.config and self.tree.config.recursive),
+            "revisions": [self._row_json(row) for row in self.rows],
+        }
+
+    def _row_json(self, row: Row) -> dict[str, Any]:
+        """A row, with what needs the whole tree: where each ``depends_on`` leads (an id or a
+        branch label, resolved; None when it names nothing) and the file as a person reads it."""
+        rev = row.revision
+        return row.to_json() | {
+            "depends": [{"name": d, "target": self.tree.resolve(d)} for d in rev.depends_on],
+            "shown_file": self.tree.shown_path(rev),
         }
 
 
@@ -820,10 +849,18 @@ def psycopg_url(url: str) -> str:
 def _config(script_location: str | Path, url: str, output: io.StringIO | None = None) -> Config:
     from alembic.config import Config  # imported lazily: reading scripts needs no Alembic
 
-    path = check_project(script_location)
+    project = check_config(script_location)
     cfg = Config(output_buffer=output) if output is not None else Config()
-    cfg.set_main_option("script_location", str(path))
-    cfg.set_main_option("path_separator", "os")
+    # Paths reach ConfigParser, which interpolates "%".
+    cfg.set_main_option("script_location", str(project.script_location).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "newline")
+    if project.explicit_versions:
+        cfg.set_main_option(
+            "version_locations",
+            "\n".join(str(p).replace("%", "%%") for p in project.version_locations),
+        )
+    if project.recursive:
+        cfg.set_main_option("recursive_version_locations", "true")
     # ConfigParser interpolates "%": a URL-quoted password holds some.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.cmd_opts = argparse.Namespace(x=[f"url={url}"])
