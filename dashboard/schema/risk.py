@@ -296,7 +296,6 @@ def analyse(
     into a medium finding; without it, sizes are unknown and such findings stay high.
     ``acceptances`` maps (revision, rule) to a lead's {"by", "comment"}.
     """
-    location = Path(script_location)
     wanted = [tree.revisions[rid] for rid in revisions]
     timeout = render_timeout or alembic.render.DEFAULT_TIMEOUT
     rendered, facts = alembic.render_offline(tree, wanted, downgrade=True, timeout=timeout)
@@ -319,7 +318,8 @@ def analyse(
             report.downgrade_sql = result.downgrade.sql
             if result.downgrade.failure is not None:
                 report.downgrade_error = _failure_text(result.downgrade.failure)
-        inline = _inline_acceptances(location / rev.path)
+        # The tree's script folder: script_location may be an alembic.ini.
+        inline = _inline_acceptances(tree.location / rev.path)
         _accept(report, rev.id, inline, acceptances or {})
         _grade(report, table_sizes)
         reports.append(report)

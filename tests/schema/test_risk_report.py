@@ -294,6 +294,28 @@ def test_an_inline_acknowledgement_accepts_a_rule_and_keeps_the_finding(tmp_path
     )
 
 
+def test_an_inline_acknowledgement_counts_in_a_project_registered_as_its_alembic_ini(
+    tmp_path: Path,
+) -> None:
+    accepted = f"# runway: accept create-index-blocking -- built off-hours\n{INDEX}"
+    folder = project(tmp_path, ("0002", accepted))
+    elsewhere = write(tmp_path / "billing", "0003", "0002", accepted.replace("email", "name"))
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        f"[alembic]\nscript_location = {folder.name}\npath_separator = space\n"
+        "version_locations = %(here)s/app/versions %(here)s/billing/versions\n"
+    )
+    tree = alembic.read_scripts(ini)
+    assert tree.revisions["0002"].path == "versions/0002_step.py"
+    assert tree.revisions["0003"].path == elsewhere.as_posix()
+
+    reports = risk.analyse(ini, tree, ["0002", "0003"])
+
+    for report in reports:
+        (finding,) = [f for f in report.findings if f.rule == "create-index-blocking"]
+        assert finding.accepted is not None and finding.accepted["source"] == "inline"
+
+
 def test_an_inline_acknowledgement_takes_runway_rule_names_too(tmp_path: Path) -> None:
     folder = project(
         tmp_path,
