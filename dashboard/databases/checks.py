@@ -9,7 +9,7 @@ from django.utils import timezone
 from dashboard.audit.chain import Actor, record
 from dashboard.databases import credentials
 from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
-from dashboard.lib import pg
+from dashboard.lib import alembic, pg
 from dashboard.lib.secrets import SecretError
 
 
@@ -45,12 +45,10 @@ def perform(check_id: int) -> ConnectionCheck | None:
         result = pg.Probe(False, "secret", f"{pg.PROBLEM_MESSAGES['secret']}: {exc}")
     else:
         result = pg.probe(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT)
-        if result.ok and not db.script_path.joinpath("env.py").exists():
+        refusal = _not_a_project(db) if result.ok else ""
+        if refusal:
             result.ok, result.problem = False, "not_alembic_project"
-            result.message = (
-                f"Connected, but the script location {db.script_location} is not an Alembic "
-                "project on the worker (no env.py there)."
-            )
+            result.message = f"Connected, but on the worker {refusal}."
     with transaction.atomic():
         check.state = CheckState.OK if result.ok else CheckState.FAILED
         check.problem = result.problem
@@ -78,3 +76,13 @@ def perform(check_id: int) -> ConnectionCheck | None:
 
 def request_all(actor: Actor | None = None) -> list[ConnectionCheck]:
     return [request_check(actor, db) for db in ManagedDatabase.objects.all()]
+
+
+def _not_a_project(db: ManagedDatabase) -> str:
+    """Why the script location (a folder or an alembic.ini) is not an Alembic project on this
+    host; empty when it is one."""
+    try:
+        alembic.check_project(db.script_path)
+    except alembic.NotAnAlembicProject as exc:
+        return str(exc)
+    return ""

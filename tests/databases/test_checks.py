@@ -1,7 +1,7 @@
 """Connection checks run on the real Celery worker against the real cluster."""
 
 import pytest
-from helpers import TARGET_ROLE, make_database, wait_until
+from helpers import ROOT, TARGET_ROLE, make_database, wait_until
 
 from dashboard.databases import checks
 from dashboard.databases.models import ConnectionCheck
@@ -75,6 +75,23 @@ def test_a_script_location_that_is_not_alembic_is_named(celery_worker, make_targ
     db = make_database(dsn=make_target(), script_location="templates")
     check = run_check(db, engineer)
     assert (check.state, check.problem) == ("failed", "not_alembic_project")
+
+
+def test_a_script_location_given_as_an_alembic_ini_is_an_alembic_project(
+    make_target, engineer, tmp_path
+):
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(f"[alembic]\nscript_location = {ROOT / 'migrations_target'}\n")
+    db = make_database(dsn=make_target(), script_location=str(ini))
+    check = checks.perform(checks.request_check(engineer, db).pk)
+    assert check is not None and check.state == "ok" and check.current_revisions == ["0016"]
+    ini.write_text("[alembic]\nscript_location = %(here)s/gone\n")
+    check = checks.perform(checks.request_check(engineer, db).pk)
+    assert check is not None and (check.state, check.problem) == ("failed", "not_alembic_project")
+    assert check.message == (
+        f"Connected, but on the worker {ini} is not an Alembic project: its script_location "
+        "gone does not exist."
+    )
 
 
 def test_a_check_runs_once_even_if_delivered_twice(make_target, engineer):
