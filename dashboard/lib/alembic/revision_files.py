@@ -125,7 +125,14 @@ class Failure:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Failure:
-        return cls(**{k: data.get(k) for k in ("category", "message", "line", "module", "query")})
+        line = data.get("line")
+        return cls(
+            category=str(data.get("category") or ""),
+            message=str(data.get("message") or ""),
+            line=int(line) if line is not None else None,
+            module=str(data.get("module") or ""),
+            query=str(data.get("query") or ""),
+        )
 
 
 @dataclass
