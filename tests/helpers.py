@@ -64,8 +64,12 @@ def write_revision(
     *,
     downgrade: bool = True,
     filename: str | None = None,
+    branch_labels: str | tuple[str, ...] | None = None,
+    depends_on: str | tuple[str, ...] | None = None,
+    versions: Path | None = None,
 ) -> Path:
-    versions = folder / "versions"
+    """A revision file in ``folder/versions`` (or ``versions``); ``folder`` gets an env.py."""
+    versions = versions or folder / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     (folder / "env.py").write_text(ENV_PY)
     body = "    op.drop_table('t')" if downgrade else "    pass"
@@ -75,12 +79,44 @@ def write_revision(
         "from alembic import op\n\n"
         f"revision = {rev!r}\n"
         f"down_revision = {down!r}\n"
-        "branch_labels = None\n"
-        "depends_on = None\n\n\n"
+        f"branch_labels = {branch_labels!r}\n"
+        f"depends_on = {depends_on!r}\n\n\n"
         "def upgrade():\n    op.create_table('t')\n\n\n"
         f"def downgrade():\n{body}\n"
     )
     return path
+
+
+def two_location_project(root: Path) -> Path:
+    """A project registered as its alembic.ini, whose revisions live in two version locations.
+
+    ``app/migrations/versions``: 1a0c (label ``core``) → 2b1d → 3c2e, the application's tables;
+    ``billing/versions``: b100 (label ``billing``, a base that depends on 2b1d) → b200. Returns
+    the alembic.ini, beside ``app/`` and ``billing/``.
+    """
+    script = root / "app" / "migrations"
+    write_revision(script, "1a0c", None, "create users and plans", branch_labels="core")
+    write_revision(script, "2b1d", "1a0c", "add channels")
+    write_revision(script, "3c2e", "2b1d", "index channels by owner")
+    billing = root / "billing" / "versions"
+    write_revision(
+        script,
+        "b100",
+        None,
+        "create invoices",
+        branch_labels="billing",
+        depends_on="2b1d",
+        versions=billing,
+    )
+    write_revision(script, "b200", "b100", "add invoices.status", versions=billing)
+    ini = root / "alembic.ini"
+    ini.write_text(
+        "[alembic]\n"
+        "script_location = %(here)s/app/migrations\n"
+        "version_locations = %(here)s/app/migrations/versions %(here)s/billing/versions\n"
+        "path_separator = space\n"
+    )
+    return ini
 
 
 def linear(folder: Path, count: int) -> Path:

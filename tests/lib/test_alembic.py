@@ -543,7 +543,7 @@ def test_revision_paths_stay_usable_from_the_script_location(tmp_path):
     assert tree.revisions["p1"].dependencies == ("b1",)
     data = history(tree, []).to_json()
     assert data["version_locations"] == ["migrations/versions", "billing/versions"]
-    assert data["recursive"] is True
+    assert data["recursive"] is True and data["versions_named_in"] == "alembic.ini"
     p1 = next(r for r in data["revisions"] if r["id"] == "p1")
     assert p1["depends"] == [{"name": "core", "target": "b1"}]
     assert p1["shown_file"] == "billing/versions/p1_billing_base.py"
@@ -871,6 +871,18 @@ def test_a_database_on_two_branches_has_both_applied(tmp_path):
     assert result.pending == ["d1"] and result.drift == []
 
 
+def test_heads_of_independent_labelled_branches_are_named_by_label(tmp_path):
+    write_revision(tmp_path, "a1", None, branch_labels="core")
+    write_revision(tmp_path, "a2", "a1")
+    write_revision(tmp_path, "n1", None, branch_labels="networking", depends_on="a1")
+    assert history(read_scripts(tmp_path), ["n1"]).drift == [
+        "2 heads, one per branch label: networking at n1, core at a2. Alembic runs them all "
+        "with upgrade heads, but a rehearsal needs a single head: merge them (alembic merge heads)"
+    ]
+    write_revision(tmp_path, "a3", "a1")  # a second head on core: plain drift
+    assert history(read_scripts(tmp_path), []).drift[0].startswith("3 heads: ")
+
+
 def test_a_current_revision_below_another_current_one_is_drift(tmp_path):
     linear(tmp_path, "0001", "0002")
     result = history(read_scripts(tmp_path), ["0002", "0001"])
@@ -926,8 +938,11 @@ def test_the_json_holds_everything_a_page_needs(tmp_path):
         "edges": [{"parent": "b1", "lane": 0}, {"parent": "c1", "lane": 1}],
         "depends": [],
         "shown_file": "versions/d1_merge.py",
+        "file_name": "d1_merge.py",
+        "folder": "versions",
     }
     assert data["version_locations"] == ["versions"] and data["recursive"] is False
+    assert data["versions_named_in"] is None
     assert b1["is_current"] and b1["is_applied"] and not b1["has_downgrade"]
     assert a1["branch_labels"] == ["core"] and a1["is_branch_point"] and a1["is_applied"]
     assert c1["is_pending"] and c1["lane"] == 1

@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from helpers import linear, make_database, write_revision
+from helpers import linear, make_database, two_location_project, write_revision
 
 from dashboard.databases.models import ConnectionCheck
 
@@ -96,6 +96,72 @@ def test_a_script_location_that_vanished_is_explained(client, viewer, tmp_path):
     client.force_login(viewer)
     response = client.get(url(db))
     assert response.status_code == 200 and "not an Alembic project" in response.content.decode()
+
+
+def row_of(body: str, rev: str) -> str:
+    row = body[body.index(f'data-rev="{rev}"') :]
+    return row[: row.index("</tr>")]
+
+
+def test_it_shows_branch_labels_depends_on_and_where_the_revisions_come_from(
+    client, viewer, tmp_path
+):
+    db = make_database(script_location=str(two_location_project(tmp_path)))
+    checked(db, "b100")  # what Alembic leaves: b100 stands for 2b1d, which it depends on
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert (
+        "Versions from <code>app/migrations/versions/</code> and "
+        "<code>billing/versions/</code> (version_locations in alembic.ini)" in body
+    )
+    assert 'data-label="billing"' in row_of(body, "b100")
+    assert 'data-label="core"' in row_of(body, "1a0c")
+    assert 'data-label="billing"' not in row_of(body, "b200")  # only where it is declared
+    depends = row_of(body, "b100")
+    assert '<a href="#rev-2b1d" data-depends="2b1d"' in depends
+    assert "depends on <code>2b1d</code>" in depends
+    assert 'id="rev-2b1d"' in body  # the anchor it leads to
+    assert "billing/versions/b100_create_invoices.py" in depends  # which folder, when several
+    assert "app/migrations/versions/3c2e_index_channels_by_owner.py" in row_of(body, "3c2e")
+    assert 'class="pending" data-rev="3c2e"' in body and 'class="pending" data-rev="b200"' in body
+    assert "2 heads, one per branch label: core at 3c2e, billing at b200." in body
+    assert "ancestor of" not in body
+    assert "in billing/versions/" in depends and ">b100_create_invoices.py<" in depends
+
+
+def test_a_depends_on_a_label_or_nothing_is_named(client, viewer, tmp_path):
+    write_revision(tmp_path, "a1", None, branch_labels="core")
+    write_revision(tmp_path, "n1", None, depends_on=("core", "zz9"))
+    db = make_database(script_location=str(tmp_path))
+    client.force_login(viewer)
+    row = row_of(client.get(url(db)).content.decode(), "n1")
+    assert '<a href="#rev-a1" data-depends="a1"' in row
+    assert "depends on <code>core</code> (a1)" in row
+    assert "depends on <code>zz9</code>, which no script defines" in row
+
+
+def test_a_single_folder_shows_its_versions_folder(client, viewer, tmp_path):
+    linear(tmp_path, 2)
+    db = make_database(script_location=str(tmp_path))
+    client.force_login(viewer)
+    body = client.get(url(db)).content.decode()
+    assert "Versions from <code>versions/</code></p>" in body
+    assert ">0001_step.py<" in row_of(body, "0001")
+
+
+def test_its_query_count_does_not_grow_with_version_locations(
+    client, viewer, tmp_path, django_assert_num_queries
+):
+    one = make_database(name="one", script_location=str(tmp_path / "one"))
+    linear(tmp_path / "one", 5)
+    two = make_database(name="two", script_location=str(two_location_project(tmp_path / "two")))
+    for db in (one, two):
+        checked(db, "0002" if db is one else "2b1d")
+    client.force_login(viewer)
+    for db in (one, two):
+        client.get(url(db))  # warm the scripts and analysis caches
+        with django_assert_num_queries(9):  # as many as for one folder before
+            assert client.get(url(db)).status_code == 200
 
 
 @pytest.mark.parametrize(

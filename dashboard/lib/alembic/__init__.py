@@ -769,6 +769,7 @@ class History:
             "problems": [p.to_json() for p in self.problems],
             "width": self.width,
             "version_locations": self.tree.shown_locations(),
+            "versions_named_in": self.tree.config.versions_named_in if self.tree.config else None,
             "recursive": bool(self.tree.config and self.tree.config.recursive),
             "revisions": [self._row_json(row) for row in self.rows],
         }
@@ -780,7 +781,26 @@ class History:
         return row.to_json() | {
             "depends": [{"name": d, "target": self.tree.resolve(d)} for d in rev.depends_on],
             "shown_file": self.tree.shown_path(rev),
+            "file_name": rev.file_name,
+            "folder": self.tree.shown_path(rev).rpartition("/")[0],
         }
+
+
+def _heads_message(tree: ScriptTree, heads: list[str]) -> str:
+    """Several heads: when each is the tip of its own labelled branch (independent branches,
+    as Alembic's multiple bases are meant), say so; it is still one target too many."""
+    labels: dict[str, list[str]] = {}
+    for head in heads:
+        line = tree.ancestors(head, include_self=True, dependencies=False)
+        labels[head] = [label for label, rid in tree.labels.items() if rid in line]
+    owned = [label for head in heads for label in labels[head]]
+    if all(labels.values()) and len(owned) == len(set(owned)):
+        branches = ", ".join(f"{'/'.join(labels[h])} at {h}" for h in heads)
+        return (
+            f"{len(heads)} heads, one per branch label: {branches}. Alembic runs them all with "
+            "upgrade heads, but a rehearsal needs a single head: merge them (alembic merge heads)"
+        )
+    return f"{len(heads)} heads: {', '.join(heads)} — merge them"
 
 
 def history(tree: ScriptTree, current: Iterable[str]) -> History:
@@ -804,7 +824,7 @@ def history(tree: ScriptTree, current: Iterable[str]) -> History:
                 )
     heads = list(tree.heads)
     if len(heads) > 1:
-        drift.append(f"{len(heads)} heads: {', '.join(heads)} — merge them")
+        drift.append(_heads_message(tree, heads))
 
     applied = tree.ancestors_of_all(known, include_self=True)
     pending = [rid for rid in tree.oldest_first() if rid not in applied]

@@ -70,6 +70,11 @@ class ScriptConfig:
         """The folder paths are shown from: the config file's, else the script folder."""
         return _absolute(self.config_file.parent) if self.config_file else self.script_location
 
+    @property
+    def versions_named_in(self) -> str | None:
+        """The file whose ``version_locations`` named them (None: ``versions/``, the default)."""
+        return self.config_file.name if self.explicit_versions and self.config_file else None
+
     def shown(self, path: Path) -> str:
         """``path`` as a person reads it: relative to :attr:`root` when under it."""
         path = _absolute(path)
