@@ -14,6 +14,11 @@ from dashboard.lib.alembic import NotAnAlembicProject, read_scripts
 from dashboard.lib.secrets import SecretError
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+SCRIPT_LOCATION_HELP = (
+    "The script folder (env.py and versions/), or the project's alembic.ini (alembic.ini#name "
+    "for another section), whose version_locations say where the revisions are. Relative paths "
+    "start at Runway's folder. Read, never run."
+)
 
 
 class CriticalTablesField(forms.CharField):
@@ -56,6 +61,7 @@ class ManagedDatabaseForm(forms.ModelForm):
 
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["script_location"].help_text = SCRIPT_LOCATION_HELP
         partners = ManagedDatabase.objects.all()
         if self.instance.pk:
             partners = partners.exclude(pk=self.instance.pk)

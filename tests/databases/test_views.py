@@ -1,6 +1,6 @@
 import pytest
 from django.urls import reverse
-from helpers import TARGET_PASSWORD_ENV, make_database
+from helpers import TARGET_PASSWORD_ENV, make_database, two_location_project
 
 from dashboard.audit.models import AuditEvent
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
@@ -66,6 +66,74 @@ def test_it_explains_bad_input_and_saves_nothing(client, engineer, field, value,
     assert message in response.content.decode()
     assert not ManagedDatabase.objects.exists()
     assert not AuditEvent.objects.filter(action="database.registered").exists()
+
+
+def broken_ini(tmp_path, what):
+    """An alembic.ini beside a project (app/migrations, billing/versions), wrong in one way."""
+    good = two_location_project(tmp_path)
+    bodies = {
+        "no section": "[loggers]\nkeys = root\n",
+        "no script_location": "[alembic]\nsqlalchemy.url = driver://u:p@h/db\n",
+        "package": "[alembic]\nscript_location = runway_no_such_pkg:migrations\n",
+        "version location": good.read_text().replace("billing/versions", "billing/versons"),
+    }
+    if what == "missing":
+        good.unlink()
+    else:
+        good.write_text(bodies[what])
+    return good
+
+
+@pytest.mark.parametrize(
+    "what,message",
+    [
+        ("missing", "is not an Alembic project: the file does not exist"),
+        ("no section", "it has no [alembic] section"),
+        ("no script_location", "its [alembic] section has no script_location"),
+        ("package", "which Runway cannot find (not importable here, and no runway_no_such_pkg/"),
+        ("version location", "version location billing/versons (version_locations) does not exist"),
+    ],
+)
+def test_an_alembic_ini_that_is_not_usable_is_explained(client, engineer, tmp_path, what, message):
+    ini = broken_ini(tmp_path, what)
+    client.force_login(engineer)
+    response = client.post(REGISTER, form_data(script_location=str(ini)))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not ManagedDatabase.objects.exists()
+
+
+def test_an_alembic_ini_registers_and_nothing_in_the_project_runs(client, engineer, tmp_path):
+    ini = two_location_project(tmp_path)
+    ran = tmp_path / "ran"
+    code = f"open({str(ran)!r}, 'w').write(__name__)\n"
+    (tmp_path / "app" / "migrations" / "env.py").write_text(code)
+    for revision in (tmp_path / "billing" / "versions").glob("*.py"):
+        revision.write_text(code + revision.read_text())
+    package = tmp_path / "apppkg"  # found beside the ini, as a package resource
+    (package / "db").mkdir(parents=True)
+    (package / "__init__.py").write_text(code)
+    (package / "db" / "__init__.py").write_text(code)
+    (tmp_path / "app" / "migrations").rename(package / "db" / "migrations")
+    ini.write_text(
+        ini.read_text()
+        .replace("%(here)s/app/migrations\n", "apppkg.db:migrations\n")
+        .replace("%(here)s/app/migrations/versions", "apppkg.db:migrations/versions")
+    )
+    client.force_login(engineer)
+    response = client.post(REGISTER, form_data(script_location=f"{ini}"))
+    assert response.status_code == 302, response.content.decode()
+    assert not ran.exists()
+    db = ManagedDatabase.objects.get(name="billing")
+    body = client.get(reverse("schema-history", args=[db.name])).content.decode()
+    assert 'data-rev="b200"' in body and 'data-rev="3c2e"' in body
+    assert "apppkg/db/migrations/versions/" in body
+
+
+def test_the_script_location_says_it_takes_an_alembic_ini(client, engineer):
+    client.force_login(engineer)
+    body = client.get(REGISTER).content.decode()
+    assert "or the project&#x27;s alembic.ini" in body or "or the project's alembic.ini" in body
 
 
 def test_the_form_never_echoes_a_password_back(client, engineer):
