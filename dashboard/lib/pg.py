@@ -258,6 +258,43 @@ def sqlalchemy_url(dsn: str, password: str | None, *, options: str = "") -> str:
     return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{query}" if query else "")
 
 
+def program_url(dsn: str, password: str | None) -> tuple[str, str]:
+    """A plain ``postgresql://`` URL for a program Runway starts (a project's own ``alembic``,
+    whatever its driver), and the server options the DSN sets, which the caller passes in
+    ``PGOPTIONS`` with its own. Holds the password: only ever in the program's environment.
+
+    No ``options`` in the URL (it would override ``PGOPTIONS``) and nothing ConfigParser
+    interpolates but a URL-quoted password's own ``%``. ``require_auth`` and ``passfile`` are in
+    the URL, so a driver whose libpq is too old to refuse clear-text passwords fails to connect
+    instead of sending one."""
+    params = parse_dsn(dsn)
+    options = params.pop("options", "")
+    params.setdefault("application_name", "runway")
+    login = login_params(password)
+    login.pop("password")
+    params.update(login)
+    user = quote(params.pop("user", ""), safe="")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    dbname = quote(params.pop("dbname"), safe="")
+    auth = user + (f":{quote(password, safe='')}" if password else "")
+    netloc = (f"{auth}@" if auth else "") + quote(host, safe="") + (f":{port}" if port else "")
+    query = "&".join(f"{quote(k)}={quote(v, safe='/,:')}" for k, v in sorted(params.items()))
+    return f"postgresql://{netloc}/{dbname}" + (f"?{query}" if query else ""), options
+
+
+def program_libpq_env(password: str | None, options: str) -> dict[str, str]:
+    """The libpq variables of a program Runway starts with :func:`program_url`: no password
+    file, ``require_auth`` for a driver that reads it from the environment, and ``options``
+    (Runway's timeouts, after the DSN's own) in ``PGOPTIONS``."""
+    env = {"PGPASSFILE": NO_PASSFILE}
+    if password:
+        env["PGREQUIREAUTH"] = getattr(password, "require_auth", DEFAULT_REQUIRE_AUTH)
+    if options:
+        env["PGOPTIONS"] = options
+    return env
+
+
 @dataclass
 class Probe:
     ok: bool
