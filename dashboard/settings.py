@@ -176,6 +176,9 @@ RUNWAY_SCRATCH_REQUIRE_AUTH = env("RUNWAY_SCRATCH_REQUIRE_AUTH", "scram-sha-256"
 # Every migration and rehearsal runs with these (PostgreSQL units; 0 turns one off).
 RUNWAY_MIGRATION_LOCK_TIMEOUT = env("RUNWAY_MIGRATION_LOCK_TIMEOUT", "3min")
 RUNWAY_MIGRATION_STATEMENT_TIMEOUT = env("RUNWAY_MIGRATION_STATEMENT_TIMEOUT", "5min")
+# Interpreters (absolute paths) a database may run its project's own env.py with: the programs
+# the workers start for the "project" run mode. Empty: only Runway's own environment.
+RUNWAY_PROJECT_PYTHONS = envlist("RUNWAY_PROJECT_PYTHONS")
 RUNWAY_RUNBOOK_LIBRARY = env("RUNWAY_RUNBOOK_LIBRARY", str(BASE_DIR / "runbooks" / "library"))
 
 # Backups: where they go, how they are sealed. The passphrase is required to take a backup; keep

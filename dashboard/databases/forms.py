@@ -7,10 +7,11 @@ from django import forms
 from django.conf import settings
 from django.http import QueryDict
 
-from dashboard.databases import credentials, registry
-from dashboard.databases.models import ManagedDatabase
+from dashboard.databases import credentials, registry, run_modes
+from dashboard.databases.models import ManagedDatabase, RunMode
 from dashboard.lib import pg
 from dashboard.lib.alembic import NotAnAlembicProject, read_scripts
+from dashboard.lib.alembic import project as alembic_project
 from dashboard.lib.secrets import SecretError
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -57,7 +58,12 @@ class ManagedDatabaseForm(forms.ModelForm):
             "script_location",
             "critical_tables",
             "partner",
+            "run_mode",
+            "project_python",
+            "project_directory",
+            "project_url_variable",
         ]
+        widgets = {"run_mode": forms.RadioSelect}
 
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,6 +72,7 @@ class ManagedDatabaseForm(forms.ModelForm):
         if self.instance.pk:
             partners = partners.exclude(pk=self.instance.pk)
         self.fields["partner"].queryset = partners  # type: ignore[attr-defined]
+        self._run_mode_fields(user)
         if self.instance.pk and not registry.may_change_connection(user, self.instance):
             needed = registry.connection_role(self.instance).label
             for name in registry.CONNECTION_FIELDS:
@@ -75,6 +82,66 @@ class ManagedDatabaseForm(forms.ModelForm):
                 ].help_text = (
                     f"Only a {needed} may change this: it decides where the password goes."
                 )
+
+    def _run_mode_fields(self, user: Any) -> None:
+        """The interpreter is a choice among those an admin allowed (a stored one no longer
+        allowed stays shown, marked); only a lead (admin for production) may change these."""
+        stored = self.instance.project_python
+        choices = [("", "—")] + [(p, p) for p in run_modes.allowed_pythons()]
+        if stored and stored not in dict(choices):
+            choices.append((stored, f"{stored} (no longer allowed)"))
+        # Left out of a form (an older client, a script): Runway's environment, the default name.
+        self.fields["run_mode"].required = False
+        self.fields["project_url_variable"].required = False
+        field = self.fields["project_python"]
+        self.fields["project_python"] = forms.ChoiceField(
+            choices=choices, required=False, label=field.label, help_text=field.help_text
+        )
+        if not registry.may_change_run_mode(user, self.instance):
+            needed = registry.connection_role(self.instance).label
+            for name in registry.RUN_FIELDS:
+                locked = self.fields[name]
+                locked.disabled = True
+                locked.help_text = (
+                    f"Only a {needed} may change this: it decides which program the workers run."
+                )
+
+    def clean_run_mode(self) -> str:
+        return self.cleaned_data.get("run_mode") or self.instance.run_mode or RunMode.RUNWAY
+
+    def clean_project_url_variable(self) -> str:
+        name = (self.cleaned_data.get("project_url_variable") or "").strip()
+        name = name or alembic_project.DEFAULT_URL_VARIABLE
+        problem = alembic_project.variable_refusal(name)
+        if problem:
+            raise forms.ValidationError(problem)
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        chosen = {"run_mode", "project_python", "project_directory", "script_location"}
+        if not self.instance.pk or chosen & set(self.changed_data):
+            self._check_run_mode(data)
+        return data
+
+    def _check_run_mode(self, data: dict[str, Any]) -> None:
+        if data.get("run_mode") != RunMode.PROJECT or "script_location" not in data:
+            return
+        python = data.get("project_python") or ""
+        problem = run_modes.python_refusal(python, here=False)
+        if problem:
+            self.add_error("project_python", problem)
+            return
+        probe = ManagedDatabase(
+            script_location=data["script_location"],
+            run_mode=RunMode.PROJECT,
+            project_python=python,
+            project_directory=(data.get("project_directory") or "").strip(),
+            project_url_variable=data.get("project_url_variable") or "DATABASE_URL",
+        )
+        problem = run_modes.refusal(probe, here=False)
+        if problem:
+            self.add_error("project_directory", problem)
 
     def _forget(self, name: str, shown: str = "") -> None:
         """Show ``shown`` instead of what was typed into ``name``: it may hold a password."""

@@ -25,6 +25,13 @@ class AuthMethods(models.TextChoices):
     SCRAM_OR_MD5 = "scram-sha-256,md5", "SCRAM-SHA-256 or MD5 (for a server that only speaks md5)"
 
 
+class RunMode(models.TextChoices):
+    """How a database's revisions run (execution and rehearsal alike)."""
+
+    RUNWAY = "runway", "Runway's environment: the revision files only, on Runway's connection"
+    PROJECT = "project", "The project's own env.py, in the application's Python environment"
+
+
 class ManagedDatabase(models.Model):
     """A PostgreSQL database Runway manages. The password is never stored: only a reference
     (``env:NAME`` or ``file:/path``) that the worker resolves when it connects.
@@ -85,6 +92,37 @@ class ManagedDatabase(models.Model):
             "A command run on the worker that prints the data directory's use, e.g. "
             "`ssh db1 df --output=pcent /var/lib/postgresql`"
         ),
+    )
+    run_mode = models.CharField(
+        "how the revisions run",
+        max_length=10,
+        choices=RunMode.choices,
+        default=RunMode.RUNWAY,
+        help_text=(
+            "Runway's environment never runs env.py (which imports the application); the "
+            "project's env.py is for chains whose revisions import application code"
+        ),
+    )
+    project_python = models.CharField(
+        "application's Python",
+        max_length=500,
+        blank=True,
+        help_text="The interpreter that runs the project's alembic: one of RUNWAY_PROJECT_PYTHONS",
+    )
+    project_directory = models.CharField(
+        "working directory",
+        max_length=500,
+        blank=True,
+        help_text=(
+            "Where the project's alembic runs: the script folder or a folder up to three levels "
+            "above it; empty: beside alembic.ini"
+        ),
+    )
+    project_url_variable = models.CharField(
+        "database URL variable",
+        max_length=64,
+        default="DATABASE_URL",
+        help_text="The environment variable the project's env.py reads the database URL from",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -29,9 +29,15 @@ AUDITED_FIELDS = (
     "script_location",
     "critical_tables",
     "partner_id",
+    "run_mode",
+    "project_python",
+    "project_directory",
+    "project_url_variable",
 )
 # What decides where a password goes, and how the server may ask for it.
 CONNECTION_FIELDS = ("dsn", "password_ref", "require_auth")
+# What decides which program the workers run for the revisions (and gets the URL): the same role.
+RUN_FIELDS = ("run_mode", "project_python", "project_directory", "project_url_variable")
 
 
 class NotAllowed(PermissionError):
@@ -54,6 +60,22 @@ def may_change_connection(actor: User | None, db: ManagedDatabase) -> bool:
     if actor is None or not db.pk or not db.password_ref:
         return True
     return has_role(actor, connection_role(db))
+
+
+def may_change_run_mode(actor: User | None, db: ManagedDatabase) -> bool:
+    """Whether ``actor`` may choose how ``db``'s revisions run (see :data:`RUN_FIELDS`)."""
+    return actor is None or has_role(actor, connection_role(db))
+
+
+def _run_mode_refusal(
+    actor: User | None, name: str, moved: list[str], *dbs: ManagedDatabase
+) -> None:
+    needed = connection_role(*dbs)
+    if actor is not None and moved and not has_role(actor, needed):
+        raise NotAllowed(
+            f"Changing how the revisions of {name} run ({', '.join(moved)}) needs the "
+            f"{needed.label} role: it decides which program the workers run with its password."
+        )
 
 
 def _server(dsn: str) -> str:
@@ -85,7 +107,12 @@ def _may_bind(actor: User | None, db: ManagedDatabase) -> Role | None:
 @transaction.atomic
 def register(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
     """Register ``db``; its reference is bound at once unless it is already bound to another
-    server and ``actor`` lacks the role to reuse it (then a lead or admin confirms it later)."""
+    server and ``actor`` lacks the role to reuse it (then a lead or admin confirms it later).
+    NotAllowed when it does not run in Runway's environment and ``actor`` is not a lead (admin
+    for production)."""
+    defaults = ManagedDatabase()
+    chosen = [k for k in RUN_FIELDS if getattr(db, k) != getattr(defaults, k)]
+    _run_mode_refusal(actor, db.name, chosen, db)
     if db.password_ref and _may_bind(actor, db) is None:
         db.bind_secret(actor)
     db.save(force_insert=True)
@@ -101,7 +128,8 @@ def register(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
 @transaction.atomic
 def update(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
     """Save an edit of ``db``. NotAllowed when it changes the connection of a database with a
-    reference and ``actor`` is not a lead (admin for production, before or after the edit)."""
+    reference, or how its revisions run, and ``actor`` is not a lead (admin for production,
+    before or after the edit)."""
     stored = ManagedDatabase.objects.select_for_update().get(pk=db.pk)
     before, after = _snapshot(stored), _snapshot(db)
     changes = {k: [before[k], after[k]] for k in AUDITED_FIELDS if before[k] != after[k]}
@@ -113,6 +141,7 @@ def update(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
                 f"Changing the connection of {stored.name} ({', '.join(moved)}) needs the "
                 f"{needed.label} role: it decides where the password is sent."
             )
+    _run_mode_refusal(actor, stored.name, [k for k in RUN_FIELDS if k in changes], stored, db)
     leaves_production = stored.is_production and not db.is_production
     if actor is not None and leaves_production and not has_role(actor, Role.ADMIN):
         raise NotAllowed(f"Taking {stored.name} out of production needs the admin role.")

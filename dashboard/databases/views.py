@@ -8,7 +8,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.accounts.refusals import refuse
 from dashboard.accounts.roles import Role, has_role, role_required
-from dashboard.databases import checks, registry
+from dashboard.databases import checks, registry, run_modes
 from dashboard.databases.forms import ManagedDatabaseForm
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import pg
@@ -23,6 +23,7 @@ def detail(request: HttpRequest, name: str) -> HttpResponse:
         "check": db.latest_check(),
         "may_confirm": has_role(request.user, registry.connection_role(db)),
         "connection_role": registry.connection_role(db).label,
+        "runs": run_modes.summary(db),
     }
     return render(request, "databases/detail.html", context)
 
@@ -32,7 +33,10 @@ def detail(request: HttpRequest, name: str) -> HttpResponse:
 def register(request: HttpRequest) -> HttpResponse:
     form = ManagedDatabaseForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        db = registry.register(request.user, form.save(commit=False))
+        try:
+            db = registry.register(request.user, form.save(commit=False))
+        except registry.NotAllowed as exc:
+            return refuse(request, 403, "Not allowed with your role", str(exc))
         checks.request_check(request.user, db)
         if db.secret_is_bound:
             messages.success(request, f"Registered {db.name}; testing its connection now.")
