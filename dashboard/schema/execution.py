@@ -1,7 +1,9 @@
-"""Running a database's revisions for real: one ``alembic upgrade`` (or ``downgrade``) per revision,
-so each revision is its own transaction, under a PostgreSQL advisory lock taken in the managed
-database itself, so one migration at a time runs per database whichever worker or host runs it.
-Each step is logged (with its timing) as it happens through the ``log`` callback."""
+"""Running a database's revisions for real: one revision at a time, each its own transaction, the
+way the database says its revisions run (:mod:`.runners`: Runway's own online environment, or
+the project's own alembic), under a PostgreSQL advisory lock taken in the managed database itself,
+so one migration at a time runs per database whichever worker or host runs it. Each step is
+logged (with its timing, and in Runway's environment each statement with its own) as it happens
+through the ``log`` callback."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 
 from dashboard.databases import credentials
-from dashboard.databases.models import ManagedDatabase
-from dashboard.lib import alembic, pg
+from dashboard.databases.models import ManagedDatabase, RunMode
+from dashboard.lib import pg
+from dashboard.lib.alembic import online
+from dashboard.schema import runners
 
 
 class ExecutionError(RuntimeError):
@@ -51,14 +55,26 @@ def migrate(
     *,
     direction: str = "upgrade",
     log: Callable[[str], None] = lambda line: None,
+    before_statement: online.StatementHook | None = None,
 ) -> list[Step]:
-    """Run ``revisions`` in order (targets of ``alembic upgrade``, or of ``downgrade`` when
-    ``direction`` is "downgrade"); stop at the first failure. Returns what ran."""
+    """Run ``revisions`` in order, each its own transaction: upgrade each (oldest first), or,
+    when ``direction`` is "downgrade", undo each (newest first: each revision's downgrade());
+    stop at the first failure. Returns what ran. ``before_statement`` is called before each
+    statement a revision sends (Runway's environment only)."""
     if direction not in ("upgrade", "downgrade"):
         raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
     password = credentials.password(db)
-    url = pg.sqlalchemy_url(db.dsn, password, options=timeouts())
-    run = alembic.upgrade if direction == "upgrade" else alembic.downgrade
+    try:
+        runner = runners.runner_for(
+            db,
+            db.dsn,
+            password,
+            options=timeouts(),
+            log=log,
+            before_statement=before_statement,
+        )
+    except runners.Refused as exc:
+        raise ExecutionError(str(exc)) from None
     steps: list[Step] = []
     with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as lock:
         lock.autocommit = True
@@ -72,13 +88,18 @@ def migrate(
             )
             raise MigrationBusy(f"Another migration is running on {db.name}{who}.")
         log(f"took the migration lock on {db.name}")
+        log(f"revisions run in {_mode(db)}")
         try:
             for revision in revisions:
-                log(f"{direction} to {revision} …")
+                log(
+                    f"{direction} to {revision} …"
+                    if direction == "upgrade"
+                    else f"undo {revision} …"
+                )
                 started = time.monotonic()
                 try:
-                    run(db.script_path, url, revision)
-                except alembic.AlembicError as exc:
+                    runner.run(revision, direction)
+                except runners.RevisionFailed as exc:
                     seconds = round(time.monotonic() - started, 3)
                     steps.append(Step(revision, seconds, False, str(exc)))
                     log(f"{revision} FAILED after {seconds:.3f} s: {exc}")
@@ -87,9 +108,16 @@ def migrate(
                 steps.append(Step(revision, seconds, True))
                 log(f"{revision} done in {seconds:.3f} s")
         finally:
+            runner.close()
             pg.release_migration_lock(lock)
             log("released the migration lock")
     return steps
+
+
+def _mode(db: ManagedDatabase) -> str:
+    if db.run_mode == RunMode.PROJECT:
+        return f"the project's own env.py ({db.project_python})"
+    return "Runway's environment (the revision files only; env.py is not run)"
 
 
 def revisions_to(db: ManagedDatabase, current: list[str], target: str) -> list[str]:
@@ -101,6 +129,17 @@ def revisions_to(db: ManagedDatabase, current: list[str], target: str) -> list[s
     wanted = tree.ancestors(target, include_self=True)
     done = tree.ancestors_of_all(current, include_self=True)
     return [rid for rid in tree.oldest_first() if rid in wanted and rid not in done]
+
+
+def revisions_back_to(db: ManagedDatabase, current: list[str], target: str | None) -> list[str]:
+    """What undoing ``current`` down to ``target`` (None: the base) runs, newest first: each
+    revision to undo, children before their parents (``migrate(..., direction="downgrade")``)."""
+    from dashboard.schema.status import scripts_of
+
+    tree = scripts_of(db)
+    keep = tree.ancestors(target, include_self=True) if target else set()
+    applied = tree.ancestors_of_all(current, include_self=True)
+    return [rid for rid in tree.order if rid in applied and rid not in keep]
 
 
 def live_revisions_to(db: ManagedDatabase, target: str) -> list[str]:

@@ -8,16 +8,17 @@ the task; :func:`perform_rehearsal` (the task, or ``manage.py rehearse``) claims
    (method "template"), else by restoring the newest completed backup with a passed validation
    onto the scratch server, as a validation does (method "backup");
 2. checks that the copy is at the revision the rehearsal was requested from;
-3. runs each pending revision, oldest first, with ``alembic upgrade <revision>``, timing each
-   (the Alembic command as a whole, connecting included) while this thread samples ``pg_locks`` of
+3. runs each pending revision, oldest first, the way the database's revisions run in a deployment
+   (:mod:`.runners`: Runway's online environment, or the project's own alembic), timing each
+   (connecting included) while this thread samples ``pg_locks`` of
    the copy every 50 ms for backends waiting on a lock: the longest wait seen is the revision's
    ``lock_wait_ms``. A copy has no application traffic, so a wait there comes from the revision
    itself (a second session it opens, ``CREATE INDEX CONCURRENTLY`` waiting for transactions);
 4. drops the copy (``DROP DATABASE ... WITH (FORCE)``) whatever happened.
 
-``total_seconds`` is the sum of the revisions' times: what ``alembic upgrade`` would take on
+``total_seconds`` is the sum of the revisions' times: what the deployment would take on
 data like production's (the copy itself is ``copy_seconds``). A failing revision stops the
-rehearsal; its timing has ``ok`` False and Alembic's (redacted) error. The copy and the
+rehearsal; its timing has ``ok`` False and the (redacted) error. The copy and the
 revisions run in a second thread so that this one keeps the row's heartbeat; a worker that dies
 leaves a stale heartbeat that :func:`reap_stale` turns into a failure, dropping the copy.
 """
@@ -31,7 +32,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -42,10 +42,10 @@ from django.utils import timezone
 from dashboard.audit.chain import Actor, record
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupState, ValidationState
-from dashboard.databases import credentials
+from dashboard.databases import credentials, run_modes
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic, gpg, pg
-from dashboard.schema import execution
+from dashboard.schema import execution, runners
 from dashboard.schema.models import JobState, Rehearsal
 from dashboard.schema.status import last_good_check, status_of
 
@@ -213,13 +213,19 @@ def perform_rehearsal(rehearsal_id: int) -> Rehearsal | None:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, RehearsalError | alembic.AlembicError | alembic.NotAnAlembicProject):
+    if isinstance(
+        exc,
+        RehearsalError | runners.Refused | alembic.AlembicError | alembic.NotAnAlembicProject,
+    ):
         return str(exc)
     return pipeline.describe(exc)[0]
 
 
 def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> None:
     name = copy_name(rehearsal.pk)
+    problem = run_modes.refusal(rehearsal.database)
+    if problem:  # before copying anything
+        raise RehearsalError(f"Refused to run the project's alembic: {problem} Nothing ran.")
     try:
         copy = _make_copy(rehearsal, outcome, heartbeat)
         with pg.connect(
@@ -416,36 +422,42 @@ def _run_revisions(
     outcome: _Outcome,
     heartbeat: _Heartbeat,
 ) -> None:
-    script = rehearsal.database.script_path
-    # The same server options as the real migration (holds the password: never shown).
-    url = pg.sqlalchemy_url(copy.dsn, copy.password, options=execution.timeouts())
+    # The same runner and server options as the real migration.
+    runner = runners.runner_for(
+        rehearsal.database,
+        copy.dsn,
+        copy.password,
+        options=execution.timeouts(),
+        log=lambda line: logger.debug("rehearsal %s: %s", rehearsal.pk, line),
+    )
     _warm_up()
-    for revision in rehearsal.revisions:
-        timing = _timed(script, url, revision, _Sampler(watcher), heartbeat)
-        outcome.timings.append(timing)
-        _progress(rehearsal.pk, timings=outcome.timings)
-        if not timing["ok"]:
-            raise RehearsalError(f"Revision {revision} failed: {timing['error']}")
+    try:
+        for revision in rehearsal.revisions:
+            timing = _timed(runner, revision, _Sampler(watcher), heartbeat)
+            outcome.timings.append(timing)
+            _progress(rehearsal.pk, timings=outcome.timings)
+            if not timing["ok"]:
+                raise RehearsalError(f"Revision {revision} failed: {timing['error']}")
+    finally:
+        runner.close()
 
 
 def _warm_up() -> None:
     """Import Alembic and SQLAlchemy's psycopg dialect before the clock starts: the first
     import takes about a second, which is no revision's doing."""
-    for module in ("alembic.command", "sqlalchemy.dialects.postgresql.psycopg"):
+    for module in ("alembic.operations", "sqlalchemy.dialects.postgresql.psycopg"):
         importlib.import_module(module)
 
 
 def _timed(
-    script: Path, url: str, revision: str, sampler: _Sampler, heartbeat: _Heartbeat
+    runner: runners.Runner, revision: str, sampler: _Sampler, heartbeat: _Heartbeat
 ) -> dict[str, Any]:
     def tick() -> None:
         sampler()
         heartbeat()
 
-    job = _beside(f"rehearsal-{revision}", lambda: alembic.upgrade(script, url, revision), tick)
-    if job.error is not None and not isinstance(
-        job.error, alembic.AlembicError | alembic.NotAnAlembicProject
-    ):
+    job = _beside(f"rehearsal-{revision}", lambda: runner.run(revision, "upgrade"), tick)
+    if job.error is not None and not isinstance(job.error, runners.RevisionFailed):
         raise job.error
     error = str(job.error) if job.error is not None else ""
     return {

@@ -3,6 +3,9 @@ revisions run by Alembic on the copy, lock waits read from pg_locks, the copy dr
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.utils import timezone
-from helpers import TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
+from helpers import ROOT, TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
 from helpers import alembic_project as project
 
 from dashboard.audit.chain import verify
@@ -212,12 +215,64 @@ def test_a_failing_revision_stops_the_rehearsal_and_the_copy_is_still_dropped(
     assert (bad["revision"], bad["ok"]) == ("bad", False)
     assert "division by zero" in bad["error"] and TARGET_PASSWORD not in bad["error"]
     assert bad["seconds"] > 0
-    assert done.error.startswith("Revision bad failed: alembic upgrade bad failed:")
+    assert done.error == (
+        "Revision bad failed: DivisionByZero: division by zero "
+        "(database_error, line 13 of versions/bad_step.py)"
+    )
     assert done.total_seconds == pytest.approx(good["seconds"] + bad["seconds"], abs=0.01)
     assert copies(pg_cluster) == []
     assert revision_of(checked_target) == "0016"
     finished = AuditEvent.objects.get(action="schema.rehearsed")
     assert finished.details["state"] == "failed" and finished.details["failed_revision"] == "bad"
+
+
+RECORD_WHERE = """
+import json, os
+found = op.get_bind().execute(sa.text("SELECT current_database()")).scalar()
+argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")[:-1]
+open({path!r}, "w").write(json.dumps({{"database": found, "argv": argv}}))
+"""
+
+
+def test_a_project_mode_database_is_rehearsed_through_its_own_alembic(
+    checked_target: Any,
+    owner_may_create_databases: None,
+    tmp_path: Path,
+    settings: Any,
+    pg_cluster: Cluster,
+) -> None:
+    seen = tmp_path / "seen.json"
+    folder = project(
+        tmp_path / "app",
+        ("o1", "0016", "import sqlalchemy as sa\n" + RECORD_WHERE.format(path=str(seen))),
+    )
+    shutil.copy(ROOT / "migrations_target" / "alembic.ini", folder / "alembic.ini")
+    settings.RUNWAY_PROJECT_PYTHONS = [sys.executable]
+    checked_target.script_location = str(folder)
+    checked_target.run_mode = "project"
+    checked_target.project_python = sys.executable
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "done", done.error
+    record = json.loads(seen.read_text())
+    assert record["database"] == rehearsal.copy_name(done.pk)  # on the copy, not the source
+    assert record["argv"][1:4] == ["-m", "alembic", "-c"] and record["argv"][-1] == "o1"
+    assert revision_of(checked_target) == "0016"
+    assert copies(pg_cluster) == []
+
+
+def test_a_project_mode_rehearsal_with_a_refused_interpreter_copies_nothing(
+    checked_target: Any, tmp_path: Path, settings: Any
+) -> None:
+    settings.RUNWAY_PROJECT_PYTHONS = []
+    checked_target.run_mode = "project"
+    checked_target.project_python = "/usr/bin/python3"
+    checked_target.save()
+    done = rehearse(checked_target)
+    assert done.state == "failed" and done.method == ""
+    assert done.error.startswith(
+        "Refused to run the project's alembic: /usr/bin/python3 is not one of the interpreters"
+    )
 
 
 def test_an_unresolvable_password_fails_the_rehearsal_instead_of_leaving_it_running(
