@@ -17,7 +17,9 @@ from pathlib import Path
 from django.conf import settings
 
 from dashboard.databases.models import ManagedDatabase, RunMode
+from dashboard.lib import alembic
 from dashboard.lib.alembic import project
+from dashboard.lib.alembic.locations import DEFAULT_SECTION, ScriptConfig
 
 LEVELS_UP = 3
 
@@ -49,17 +51,35 @@ def python_refusal(path: str, *, here: bool = True) -> str:
     return ""
 
 
+def _scripts(db: ManagedDatabase) -> ScriptConfig | None:
+    """Where the registered project keeps its scripts (None when that cannot be read)."""
+    try:
+        return alembic.check_config(db.script_path)
+    except (alembic.NotAnAlembicProject, OSError, ValueError):
+        return None
+
+
 def directory(db: ManagedDatabase) -> Path:
-    """The working directory the project's alembic runs in."""
+    """The working directory the project's alembic runs in: the one configured, else the
+    folder of the registered alembic.ini (or pyproject.toml), else beside the script folder's
+    alembic.ini."""
     if db.project_directory.strip():
         path = Path(db.project_directory.strip())
         return path if path.is_absolute() else Path(settings.BASE_DIR) / path
-    return project.default_directory(db.script_path)
+    scripts = _scripts(db)
+    if scripts is not None and scripts.config_file is not None:
+        return scripts.config_file.parent
+    return project.default_directory(scripts.script_location if scripts else db.script_path)
 
 
 def allowed_directories(db: ManagedDatabase) -> list[Path]:
-    script = db.script_path.resolve()
-    return [p for p in [script, *list(script.parents)[:LEVELS_UP]] if p != Path(p.anchor)]
+    """The script folder and up to three folders above it, and the registered file's folder."""
+    scripts = _scripts(db)
+    script = (scripts.script_location if scripts else db.script_path).resolve()
+    found = [p for p in [script, *list(script.parents)[:LEVELS_UP]] if p != Path(p.anchor)]
+    if scripts is not None and scripts.config_file is not None:
+        found.append(scripts.config_file.parent.resolve())
+    return found
 
 
 def directory_refusal(db: ManagedDatabase) -> str:
@@ -78,27 +98,47 @@ def directory_refusal(db: ManagedDatabase) -> str:
     return ""
 
 
+def config_file(db: ManagedDatabase) -> tuple[Path | None, str | None]:
+    """The file the project's alembic reads, and its section when not ``[alembic]``: the
+    registered alembic.ini or pyproject.toml, else the one :func:`project.find_config` finds."""
+    scripts = _scripts(db)
+    if scripts is not None and scripts.config_file is not None:
+        named = scripts.config_file.suffix != ".toml" and scripts.section != DEFAULT_SECTION
+        return scripts.config_file, scripts.section if named else None
+    script = scripts.script_location if scripts else db.script_path
+    return project.find_config(script, directory(db).resolve()), None
+
+
 def command(db: ManagedDatabase, *, here: bool = True) -> project.Command:
     """The project's alembic for ``db``, checked; RunModeRefused naming what is wrong."""
     problem = python_refusal(db.project_python, here=here) or directory_refusal(db)
     problem = problem or project.variable_refusal(db.project_url_variable)
+    scripts = _scripts(db)
+    if not problem and scripts is None:
+        problem = f"{db.script_location} is not an Alembic project that can be read."
     if problem:
         raise RunModeRefused(problem)
+    assert scripts is not None
     folder = directory(db).resolve()
-    config = project.find_config(db.script_path, folder)
+    config, section = config_file(db)
     if config is None:
         raise RunModeRefused(
             f"No {project.CONFIG_NAME} in {folder}, in the script folder or beside it: the "
-            "project's alembic needs one."
+            "project's alembic needs one (or register the project as its alembic.ini)."
         )
-    named = project.configured_location(config, folder)
-    if named is not None and named.resolve() != db.script_path.resolve():
-        raise RunModeRefused(
-            f"{config} names the script folder {named}, not {db.script_path}: the project's "
-            "alembic would run other revisions than Runway analysed."
-        )
+    if scripts.config_file is None:  # found by Runway: it must name the registered folder
+        named = project.configured_location(config, folder)
+        if named is not None and named.resolve() != scripts.script_location.resolve():
+            raise RunModeRefused(
+                f"{config} names the script folder {named}, not {scripts.script_location}: "
+                "the project's alembic would run other revisions than Runway analysed."
+            )
     return project.Command(
-        os.path.normpath(db.project_python), config, folder, db.project_url_variable
+        os.path.normpath(db.project_python),
+        config,
+        folder,
+        db.project_url_variable,
+        section=section,
     )
 
 
@@ -126,7 +166,7 @@ def summary(db: ManagedDatabase) -> dict[str, object]:
         facts |= {
             "python": db.project_python,
             "directory": folder,
-            "config": project.find_config(db.script_path, folder),
+            "config": config_file(db)[0],
             "variable": db.project_url_variable,
             "refusal": refusal(db, here=False),
         }

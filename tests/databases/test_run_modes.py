@@ -209,3 +209,22 @@ def test_the_page_says_how_the_revisions_run(
     assert f"<code>{app_project / 'alembic.ini'}</code>" in body
     assert "<code>$DATABASE_URL</code>, never on the command line" in body
     assert "cannot run" not in body
+
+
+def test_a_project_registered_as_its_alembic_ini_runs_with_that_file_and_section(
+    allowed: str, app_project: Path
+) -> None:
+    ini = app_project / "alembic.ini"
+    ini.write_text(ini.read_text() + "\n[billing]\nscript_location = %(here)s/migrations\n")
+    db = make_database(
+        environment="staging",
+        script_location=str(ini),
+        run_mode="project",
+        project_python=PYTHON,
+    )
+    command = run_modes.command(db)
+    assert (command.config, command.directory, command.section) == (ini, app_project, None)
+    db.script_location = f"{ini}#billing"
+    command = run_modes.command(db)
+    assert command.section == "billing"
+    assert command.argv("upgrade", "0017")[3:7] == ["-c", str(ini), "-n", "billing"]

@@ -88,12 +88,23 @@ class Command:
     config: Path
     directory: Path
     url_variable: str = DEFAULT_URL_VARIABLE
+    section: str | None = None  # an alembic.ini section other than [alembic] (alembic -n)
 
     def argv(self, direction: str, revision: str) -> list[str]:
         if direction not in ("upgrade", "downgrade"):
             raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
         target = revision if direction == "upgrade" else f"{revision}-1"
-        return [self.interpreter, "-m", "alembic", "-c", str(self.config), direction, target]
+        named = ["-n", self.section] if self.section else []
+        return [
+            self.interpreter,
+            "-m",
+            "alembic",
+            "-c",
+            str(self.config),
+            *named,
+            direction,
+            target,
+        ]
 
 
 def environment(url_variable: str, url: str, extra: dict[str, str]) -> dict[str, str]:
