@@ -55,3 +55,32 @@ def test_a_lead_sees_an_unconfirmed_password_and_confirms_where_it_goes(
     page.locator(".check .badge", has_text="Connected").wait_for(timeout=20_000)
     assert page.get_by_text(f"{db.target} only").is_visible()
     page.screenshot(path=artifacts / "database-confirmed-password.png", full_page=True)
+
+
+def test_a_lead_chooses_how_the_revisions_run_and_the_page_shows_it(
+    page, live_server, lead, settings, artifacts
+):
+    import sys
+
+    from helpers import make_database
+
+    settings.RUNWAY_PROJECT_PYTHONS = [sys.executable, "/opt/other-app/.venv/bin/python"]
+    make_database(name="billing", environment="staging")
+    log_in(page, live_server, "leo")
+    page.goto(f"{live_server.url}/databases/billing/")
+    assert "Runway's environment" in page.locator("#run-mode").inner_text()
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("The project's own env.py").check()
+    options = page.locator("#id_project_python option").all_inner_texts()
+    assert options == ["—", sys.executable, "/opt/other-app/.venv/bin/python"]
+    page.select_option("#id_project_python", sys.executable)
+    page.screenshot(path=artifacts / "database-run-mode-form.png", full_page=True)
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(f"{live_server.url}/databases/billing/")
+    shown = page.locator("#run-mode").inner_text()
+    assert "The project's own env.py" in shown and sys.executable in shown
+    assert "migrations_target/alembic.ini" in shown and "$DATABASE_URL" in shown
+    page.locator("#run-mode").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "database-run-mode.png", full_page=True)
+    db = ManagedDatabase.objects.get(name="billing")
+    assert (db.run_mode, db.project_python) == ("project", sys.executable)
