@@ -291,7 +291,8 @@ class Session:
     ) -> None:
         function = getattr(module, direction, None)
         if not callable(function):
-            raise VersionTableRefused(f"{found.path.name} has no {direction}() function")
+            failure = rf.Failure("no_function", f"{found.path.name} has no {direction}() function")
+            raise RevisionFailed(failure.message, failure)
         context = MigrationContext.configure(
             connection=connection,
             opts={"transaction_per_migration": True, "as_sql": False},
