@@ -686,3 +686,23 @@ def test_the_real_process_writes_sarif_to_stdout_and_warnings_to_stderr(repo: Pa
         call_line(folder / "versions" / "0004_step.py", "create_index"),
     )
     assert done.stderr.startswith("warning: 0009_broken.py: syntax error")
+
+
+def test_the_text_report_says_what_env_py_imports_and_sets_without_running_it(tmp_path) -> None:
+    folder = tmp_path / "app"
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(
+        "from alembic import context\nfrom app.db import metadata\n"
+        "connectable.execute(\"SET lock_timeout = '5s'\")\n"
+        "raise SystemExit('env.py must never run')\n"
+    )
+    (folder / "versions" / "0001_a.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\nrevision = '0001'\n"
+        "down_revision = None\n\ndef upgrade():\n"
+        "    op.create_table('t', sa.Column('id', sa.Integer))\n"
+    )
+    status, out = lint("--script-location", folder)
+
+    assert status == 0
+    assert "env.py imports app.db (not run" in out
+    assert "env.py sets lock_timeout=5s on its connections" in out

@@ -157,6 +157,8 @@ class Command(BaseCommand):
         )
         if selecting:
             reports = [r for r in reports if r.revision in selected]
+        if fmt == "text":
+            self.write_env(tree)
         if fmt == "json":
             self.stdout.write(json.dumps([r.to_json() for r in reports], indent=2))
         elif fmt in ("sarif", "github"):
@@ -234,6 +236,20 @@ class Command(BaseCommand):
                 returncode=BAD_INPUT,
             ) from None
         return major, sizes, current
+
+    def write_env(self, tree: alembic.ScriptTree) -> None:
+        """What env.py says (read, never run): the plugins it imports, the timeouts it sets."""
+        facts = alembic.render.env_facts(tree.location)
+        if facts.plugins:
+            self.stdout.write(
+                f"env.py imports {', '.join(facts.plugins)} (not run; installed "
+                "plugins are loaded so their operations exist)"
+            )
+        if facts.timeouts:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(facts.timeouts.items()))
+            self.stdout.write(
+                f"env.py sets {shown} on its connections (Runway's environment sets its own)"
+            )
 
     def write_text(self, reports: list[risk.RevisionReport], scope: str, with_sizes: bool) -> None:
         if not reports:
