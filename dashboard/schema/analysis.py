@@ -1,19 +1,32 @@
 """A managed database's pending revisions, analysed: the risk reports the pages, the gates and the
 approvals read. The SQL is rendered offline from the scripts; the table sizes and the server's
 major version are the ones the worker's last successful connection check read (the web never
-connects to a managed database). Reports are cached per process until a script, a size or an
-acceptance changes."""
+connects to a managed database).
+
+Each revision's analysis is stored in Runway's database (:class:`RevisionAnalysis`) under a key
+of everything it depends on (:mod:`.risk_cache`), so any process on any host reuses it and only
+a changed revision and its descendants are analysed again; sizes and acceptances are applied on
+top at every read. Within one request (or task) the rows read are remembered, so asking twice
+costs one query."""
 
 from __future__ import annotations
 
+import json
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun
+from django.core.signals import request_finished, request_started
+from django.utils import timezone
 
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.lib import alembic
 from dashboard.schema import risk
-from dashboard.schema.models import RiskAcceptance
-from dashboard.schema.status import fingerprint, last_good_check, scripts_of, status_of
+from dashboard.schema.models import RevisionAnalysis, RiskAcceptance
+from dashboard.schema.status import last_good_check, scripts_of, status_of
 
 GRADES = ("low", "medium", "high")
 
@@ -78,7 +91,7 @@ def reports_for(
     if not revisions:
         return []
     check = check if check is not None else last_good_check(db)
-    return list(_analysed(db, revisions, check, sizes_of(check)))
+    return _analysed(db, revisions, check, sizes_of(check))
 
 
 def _analysed(
@@ -86,41 +99,116 @@ def _analysed(
     revisions: list[str],
     check: ConnectionCheck | None,
     sizes: risk.TableSizes | None,
-) -> tuple[risk.RevisionReport, ...]:
-    """The cached analysis, keyed by everything it depends on (hashable forms)."""
-    accepted = acceptances_of(db)
-    path = db.script_path
-    return _cached(
-        str(path),
-        fingerprint(path),
-        tuple(revisions),
-        server_major(check),
-        tuple(sorted(sizes.items())) if sizes else (),
-        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in accepted.items())),
+) -> list[risk.RevisionReport]:
+    tree = scripts_of(db)
+    return risk.analyse(
+        tree.location,
+        tree,
+        revisions,
+        pg_major=server_major(check),
+        table_sizes=sizes,
+        acceptances=acceptances_of(db) or None,
+        pending=True,  # what the database's last check says is still to run on it
+        store=STORE,
     )
 
 
-@lru_cache(maxsize=128)
-def _cached(
-    path: str,
-    fingerprint: tuple[float, int],
-    revisions: tuple[str, ...],
-    pg_major: int | None,
-    sizes: tuple[tuple[str, tuple[int, int]], ...],
-    accepted: tuple[tuple[tuple[str, str], tuple[tuple[str, str], ...]], ...],
-) -> tuple[risk.RevisionReport, ...]:
-    tree = alembic.read_scripts(path)
-    return tuple(
-        risk.analyse(
-            path,
-            tree,
-            list(revisions),
-            pg_major=pg_major,
-            table_sizes=dict(sizes) or None,
-            acceptances={key: dict(items) for key, items in accepted} or None,
-            pending=True,  # what the database's last check says is still to run on it
+class DatabaseStore:
+    """:class:`risk.Store` in Runway's database: one query reads the stored reports of a chain
+    (the schema facts only when a revision must be analysed again); new ones are written in one
+    go, and rows unused for ``RevisionAnalysis.RETENTION`` are deleted then. ``used_at`` is
+    refreshed at most once per ``TOUCH_AFTER``, so a read is one query."""
+
+    def __init__(self) -> None:
+        self._memo = threading.local()  # rows read in this request or task, by key
+
+    def _rows(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, dict[str, Any]]] | None = getattr(self._memo, "rows", None)
+        if rows is None:
+            rows = self._memo.rows = {"report": {}, "schema": {}}
+        return rows[kind]
+
+    def forget(self, **kwargs: object) -> None:
+        """Forget what this thread read: a request or a task starts or ends."""
+        self._memo.rows = None
+
+    def load(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        memo = self._rows("report")
+        found = {key: memo[key] for key in keys if key in memo}
+        missing = [key for key in keys if key not in memo]
+        if not missing:
+            return found
+        now = timezone.now()
+        stale = []
+        rows = RevisionAnalysis.objects.filter(key__in=missing)
+        for key, report, used_at in rows.values_list("key", "report", "used_at"):
+            data = _unpack(report)
+            if data is None:
+                continue  # does not fit: analysed again
+            found[key] = memo[key] = data
+            if used_at < now - RevisionAnalysis.TOUCH_AFTER:
+                stale.append(key)
+        if stale:
+            RevisionAnalysis.objects.filter(key__in=stale).update(used_at=now)
+        return found
+
+    def load_schemas(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        memo = self._rows("schema")
+        found = {key: memo[key] for key in keys if key in memo}
+        missing = [key for key in keys if key not in memo]
+        if missing:
+            rows = RevisionAnalysis.objects.filter(key__in=missing)
+            for key, schema in rows.values_list("key", "schema"):
+                data = _unpack(schema)
+                if data is not None:
+                    found[key] = memo[key] = data
+        return found
+
+    def save(self, records: Mapping[str, risk.Stored]) -> None:
+        if not records:
+            return
+        now = timezone.now()
+        RevisionAnalysis.objects.bulk_create(
+            [
+                RevisionAnalysis(
+                    key=key,
+                    revision=stored.revision,
+                    report=_pack(stored.report),
+                    schema=_pack(stored.schema),
+                    created_at=now,
+                    used_at=now,
+                )
+                for key, stored in records.items()
+            ],
+            batch_size=200,
+            ignore_conflicts=True,  # another process stored the same analysis meanwhile
         )
-    )
+        self._rows("report").update({key: s.report for key, s in records.items()})
+        self._rows("schema").update({key: s.schema for key, s in records.items()})
+        RevisionAnalysis.objects.filter(used_at__lt=now - RevisionAnalysis.RETENTION).delete()
+
+
+def _pack(data: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+
+
+def _unpack(data: bytes | memoryview) -> dict[str, Any] | None:
+    try:
+        found = json.loads(zlib.decompress(data))
+    except (zlib.error, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+STORE = DatabaseStore()
+# Remembered for one request or one task only: nothing is kept in memory between them.
+for _name, _signal in {
+    "request_started": request_started,
+    "request_finished": request_finished,
+    "task_prerun": task_prerun,
+    "task_postrun": task_postrun,
+}.items():
+    _signal.connect(STORE.forget, weak=False, dispatch_uid=f"schema-analysis-memo-{_name}")
 
 
 def pending_reports(db: ManagedDatabase) -> tuple[Pending, list[risk.RevisionReport]]:
@@ -158,4 +246,4 @@ def pinned_hash(db: ManagedDatabase, revisions: list[str]) -> str:
     """The hash an approval pins: the risk reports of ``revisions`` as the scripts, the accepted
     findings and the server's version make them. Live table sizes are left out on purpose: they
     move with every connection check, and an approval must not void itself every five minutes."""
-    return risk.report_hash(list(_analysed(db, revisions, last_good_check(db), None)))
+    return risk.report_hash(_analysed(db, revisions, last_good_check(db), None))

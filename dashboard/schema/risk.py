@@ -16,21 +16,26 @@ Pure: no Django, no database (sizes are handed in).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dashboard.lib import alembic, squawk
-from dashboard.schema import rules
+from dashboard.schema import risk_cache, rules
 
 __all__ = [
     "Finding",
     "RevisionReport",
     "StatementInfo",
+    "Store",
+    "Stored",
     "TableSizes",
     "analyse",
     "report_hash",
@@ -281,6 +286,7 @@ def analyse(
     acceptances: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     pending: bool = False,
     render_timeout: float | None = None,
+    store: Store | None = None,
 ) -> list[RevisionReport]:
     """One report per revision, in the order given (oldest first, as
     :func:`revisions_between` returns them).
@@ -295,45 +301,278 @@ def analyse(
     ``table_sizes`` (from the live database) turns a blocking scan or rewrite of a small table
     into a medium finding; without it, sizes are unknown and such findings stay high.
     ``acceptances`` maps (revision, rule) to a lead's {"by", "comment"}.
+
+    With a ``store``, a revision whose key (:mod:`.risk_cache`: its file, what it carries from
+    its parents, the server's major, the project, Runway's version) is stored is not analysed
+    again; the others are, and are stored. Sizes and acceptances are applied on top either way.
     """
     wanted = [tree.revisions[rid] for rid in revisions]
-    timeout = render_timeout or alembic.render.DEFAULT_TIMEOUT
-    rendered, facts = alembic.render_offline(tree, wanted, downgrade=True, timeout=timeout)
-    schemas: dict[str, rules.Schema] = {}
+    keyed = risk_cache.revision_keys(tree, wanted, pg_major=pg_major, pending=pending)
+    done: dict[str, _Analysed] = {}
+    if store is not None:
+        found = store.load([k.key for k in keyed.values()])
+        for rev in wanted:
+            record = found.get(keyed[rev.id].key)
+            analysed = _Analysed.from_record(record) if record is not None else None
+            if analysed is not None:
+                done[rev.id] = analysed
+    if len(done) < len(wanted):
+        _carried_schemas(store, wanted, keyed, done)
+        timeout = render_timeout or alembic.render.DEFAULT_TIMEOUT
+        fresh = _analyse_fresh(tree, wanted, done, pg_major, pending, timeout)
+        if store is not None:
+            store.save(
+                {
+                    keyed[rid].key: Stored(rid, a.report_record(), a.schema_record())
+                    for rid, a in fresh.items()
+                    if a.storable
+                }
+            )
+        done.update(fresh)
     reports = []
     for rev in wanted:
-        before = rules.Schema.merged(
-            schemas[p] for p in (*rev.parents, *rev.dependencies) if p in schemas
-        )
-        if not pending:
-            before.new_tables.clear()
-        result = rendered[rev.id]
-        if result.upgrade.failure is not None:
-            report = _not_previewable(rev, result.upgrade.failure, facts)
-            schemas[rev.id] = before
-        else:
-            report, schemas[rev.id] = _analyse_one(rev, result.upgrade, before, pg_major)
-        report.printed = result.upgrade.printed
-        if result.downgrade is not None:
-            report.downgrade_sql = result.downgrade.sql
-            if result.downgrade.failure is not None:
-                report.downgrade_error = _failure_text(result.downgrade.failure)
-        # The tree's script folder: script_location may be an alembic.ini.
-        inline = _inline_acceptances(tree.location / rev.path)
-        _accept(report, rev.id, inline, acceptances or {})
+        report = done[rev.id].report
+        _accept(report, rev.id, _inline_in(keyed[rev.id].text), acceptances or {})
         _grade(report, table_sizes)
         reports.append(report)
     return reports
 
 
-def _analyse_one(
-    rev: alembic.Revision,
-    rendered: alembic.render.Rendered,
-    before: rules.Schema,
+@dataclass
+class Stored:
+    """What a store keeps of one revision's analysis."""
+
+    revision: str
+    report: dict[str, Any]  # the report before acceptances and grading
+    schema: dict[str, Any]  # the schema facts its children start from
+
+
+class Store(Protocol):
+    """Where analysed revisions are kept between runs, by key (Runway's database, in
+    ``analysis.py``)."""
+
+    def load(self, keys: Sequence[str]) -> Mapping[str, dict[str, Any]]:
+        """The stored reports of those ``keys`` that are stored."""
+
+    def load_schemas(self, keys: Sequence[str]) -> Mapping[str, dict[str, Any]]:
+        """The stored schema facts of those ``keys`` that are stored."""
+
+    def save(self, records: Mapping[str, Stored]) -> None: ...
+
+
+@dataclass
+class _Analysed:
+    """One revision analysed: its report before acceptances and grading, and the schema facts
+    its children start from (None until a child needs them). ``storable``: the same inputs
+    always give the same result (not a time limit, a dead worker or a missing squawk, and no
+    parent that was any of those)."""
+
+    report: RevisionReport
+    schema: rules.Schema | None
+    storable: bool = True
+
+    def report_record(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self.report)
+        sqls = {st["index"]: st["sql"] for st in record["statements"]}
+        for finding in record["findings"]:  # each statement's text once, not once per finding
+            if finding["statement"] == sqls.get(finding["statement_index"], ""):
+                finding["statement"] = None
+        return record
+
+    def schema_record(self) -> dict[str, Any]:
+        assert self.schema is not None
+        return risk_cache.schema_to_json(self.schema)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _Analysed | None:
+        """New objects (the record may be read again), or None when the record does not fit:
+        the revision is then analysed again."""
+        try:
+            data = dict(record)
+            data["statements"] = [
+                StatementInfo(**{**st, "tables": list(st["tables"]), "locks": dict(st["locks"])})
+                for st in data["statements"]
+            ]
+            sqls = {st.index: st.sql for st in data["statements"]}
+            data["findings"] = [
+                Finding(
+                    **{
+                        **f,
+                        "statement": sqls.get(f["statement_index"], "")
+                        if f["statement"] is None
+                        else f["statement"],
+                        "aliases": tuple(f["aliases"]),
+                        "squawk_rules": list(f["squawk_rules"]),
+                        "accepted": None,
+                    }
+                )
+                for f in data["findings"]
+            ]
+            for name in ("down_revisions", "reasons", "tables"):
+                data[name] = list(data[name])
+            data["failure"] = dict(data["failure"]) if data["failure"] else None
+            return cls(RevisionReport(**data), None)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def _carried_from(rev: alembic.Revision, order: Mapping[str, int]) -> list[str]:
+    """The parents and dependencies whose schema facts ``rev`` starts from: those earlier in
+    the analysed range (as the keys say)."""
+    here = order[rev.id]
+    return [p for p in (*rev.parents, *rev.dependencies) if order.get(p, here) < here]
+
+
+def _carried_schemas(
+    store: Store | None,
+    wanted: list[alembic.Revision],
+    keyed: Mapping[str, risk_cache.Keyed],
+    done: dict[str, _Analysed],
+) -> None:
+    """Read the schema facts of the stored revisions that revisions to analyse again start
+    from; a stored revision whose facts cannot be read is analysed again too."""
+    order = {rev.id: number for number, rev in enumerate(wanted)}
+    while True:
+        needed = {
+            p
+            for rev in wanted
+            if rev.id not in done
+            for p in _carried_from(rev, order)
+            if p in done and done[p].schema is None
+        }
+        if not needed:
+            return
+        loaded = store.load_schemas([keyed[p].key for p in needed]) if store else {}
+        for p in needed:
+            data = loaded.get(keyed[p].key)
+            try:
+                done[p].schema = risk_cache.schema_from_json(data) if data is not None else None
+            except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+                done[p].schema = None  # a shape from another version
+            if done[p].schema is None:
+                del done[p]
+
+
+# A revision needs many more than this before a second render worker pays for its start.
+_PER_WORKER = 60
+
+
+def _render(
+    tree: alembic.ScriptTree, revisions: list[alembic.Revision], timeout: float
+) -> tuple[dict[str, alembic.render.RevisionRender], alembic.render.EnvFacts]:
+    """Every revision rendered offline, upgrade and downgrade. Each file renders on its own,
+    so a long chain is split between two render workers when there are cores for them."""
+    workers = min(2, os.cpu_count() or 1, len(revisions) // _PER_WORKER) or 1
+    if workers == 1:
+        return alembic.render_offline(tree, revisions, downgrade=True, timeout=timeout)
+    size = -(-len(revisions) // workers)
+    chunks = [revisions[i : i + size] for i in range(0, len(revisions), size)]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        parts = list(
+            pool.map(
+                lambda chunk: alembic.render_offline(tree, chunk, downgrade=True, timeout=timeout),
+                chunks,
+            )
+        )
+    rendered: dict[str, alembic.render.RevisionRender] = {}
+    for part, _ in parts:
+        rendered.update(part)
+    return rendered, parts[0][1]
+
+
+def _analyse_fresh(
+    tree: alembic.ScriptTree,
+    wanted: list[alembic.Revision],
+    done: Mapping[str, _Analysed],
     pg_major: int | None,
-) -> tuple[RevisionReport, rules.Schema]:
-    sql = rendered.sql
-    analysis = rules.analyse_sql(sql, revision=rev.id, schema=before, pg_major=pg_major)
+    pending: bool,
+    timeout: float,
+) -> dict[str, _Analysed]:
+    """The revisions of ``wanted`` not in ``done``: rendered, squawk's one run over all of
+    them started, Runway's rules run on each while squawk works, then the two merged."""
+    todo = [rev for rev in wanted if rev.id not in done]
+    rendered, facts = _render(tree, todo, timeout)
+    sqls = {r.id: rendered[r.id].upgrade.sql for r in todo if rendered[r.id].upgrade.ok}
+    batch: squawk.Batch | squawk.SquawkError
+    try:
+        batch = squawk.Batch(sqls, pg_version=str(pg_major) if pg_major else None)
+    except squawk.SquawkError as exc:
+        batch = exc
+    order = {rev.id: number for number, rev in enumerate(wanted)}
+    schemas = {rid: a.schema for rid, a in done.items() if a.schema is not None}
+    unstorable: set[str] = set()
+    analyses: dict[str, rules.Analysis] = {}
+    out: dict[str, _Analysed] = {}
+    for rev in todo:
+        parents = _carried_from(rev, order)
+        before = rules.Schema.merged(schemas[p] for p in parents)
+        if not pending:
+            before.new_tables.clear()
+        result = rendered[rev.id]
+        storable = not any(p in unstorable for p in parents)
+        if result.upgrade.failure is not None:
+            report = _not_previewable(rev, result.upgrade.failure, facts)
+            schemas[rev.id] = before
+            storable = storable and not _transient(result.upgrade.failure)
+        else:
+            analyses[rev.id] = rules.analyse_sql(
+                result.upgrade.sql, revision=rev.id, schema=before, pg_major=pg_major
+            )
+            schemas[rev.id] = analyses[rev.id].schema
+            report = _empty_report(rev)
+        report.printed = result.upgrade.printed
+        if result.downgrade is not None:
+            report.downgrade_sql = result.downgrade.sql
+            if result.downgrade.failure is not None:
+                report.downgrade_error = _failure_text(result.downgrade.failure)
+                storable = storable and not _transient(result.downgrade.failure)
+        if not storable:
+            unstorable.add(rev.id)
+        out[rev.id] = _Analysed(report, schemas[rev.id], storable)
+    try:
+        hits = batch.result() if isinstance(batch, squawk.Batch) else {}
+        failed = batch.failed if isinstance(batch, squawk.Batch) else {}
+    except squawk.SquawkError as exc:
+        batch, hits, failed = exc, {}, {}
+    for rid, analysis in analyses.items():
+        lint = batch if isinstance(batch, squawk.SquawkError) else failed.get(rid, hits[rid])
+        _fill(out[rid].report, rendered[rid].upgrade, analysis, lint)
+        if isinstance(lint, squawk.SquawkError):
+            out[rid].storable = False  # squawk's findings are missing: never kept
+    return out
+
+
+def _transient(failure: alembic.Failure) -> bool:
+    """A failure the same file may not meet next time: a time limit (a busy machine), or the
+    worker killed under it (out of memory)."""
+    return failure.category == "timed_out" or failure.message.startswith("the render worker died")
+
+
+def _empty_report(rev: alembic.Revision) -> RevisionReport:
+    return RevisionReport(
+        revision=rev.id,
+        down_revisions=list(rev.down_revisions),
+        message=rev.message,
+        file=rev.path,
+        previewable=True,
+        error="",
+        sql="",
+        statements=[],
+        findings=[],
+        grade="low",
+        reasons=[],
+        tables=[],
+    )
+
+
+def _fill(
+    report: RevisionReport,
+    rendered: alembic.render.Rendered,
+    analysis: rules.Analysis,
+    hits: list[squawk.SquawkHit] | squawk.SquawkError,
+) -> None:
+    """A rendered revision's report: its statements, Runway's findings and squawk's ``hits``
+    on its SQL (or why squawk could not lint it), merged."""
     statements = [
         StatementInfo(
             index=st.index,
@@ -377,28 +616,16 @@ def _analyse_one(
             )
             findings.append(finding)
             by_statement.setdefault(st.index, []).append(finding)
-    squawked = _squawk_findings(sql, analysis.statements, by_statement, pg_major)
+    squawked = _squawk_findings(analysis.statements, by_statement, hits)
     for finding in squawked:
         if finding.statement_index is not None:
             finding.line = file_lines.get(finding.statement_index)
     findings += squawked
     findings.sort(key=_order)
-    tables = sorted({t for st in analysis.statements for t in st.tables})
-    report = RevisionReport(
-        revision=rev.id,
-        down_revisions=list(rev.down_revisions),
-        message=rev.message,
-        file=rev.path,
-        previewable=True,
-        error="",
-        sql=sql,
-        statements=statements,
-        findings=findings,
-        grade="low",
-        reasons=[],
-        tables=tables,
-    )
-    return report, analysis.schema
+    report.sql = rendered.sql
+    report.statements = statements
+    report.findings = findings
+    report.tables = sorted({t for st in analysis.statements for t in st.tables})
 
 
 def _order(f: Finding) -> tuple[int, int, str, str, str]:
@@ -407,16 +634,14 @@ def _order(f: Finding) -> tuple[int, int, str, str, str]:
 
 
 def _squawk_findings(
-    sql: str,
     statements: list[rules.Statement],
     by_statement: dict[int, list[Finding]],
-    pg_major: int | None,
+    hits: list[squawk.SquawkHit] | squawk.SquawkError,
 ) -> list[Finding]:
     """squawk's hits: merged into Runway's finding for the same hazard, notes for style, and
     findings of their own for what Runway's rules do not cover."""
-    try:
-        hits = squawk.lint(sql, pg_version=str(pg_major) if pg_major else None)
-    except squawk.SquawkError as exc:
+    if isinstance(hits, squawk.SquawkError):
+        exc = hits
         return [
             Finding(
                 rule="squawk-unavailable",
@@ -563,12 +788,8 @@ class _Inline:
     line: int
 
 
-def _inline_acceptances(path: Path) -> list[_Inline]:
-    """``# runway: accept RULE[, RULE] -- reason`` comments in a revision file."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+def _inline_in(text: str) -> list[_Inline]:
+    """``# runway: accept RULE[, RULE] -- reason`` comments in a revision file's text."""
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         match = _ACCEPT.search(line)

@@ -492,3 +492,312 @@ def test_a_file_that_does_not_parse_hides_none_of_the_others(tmp_path: Path) -> 
 
     assert [p.kind for p in tree.problems] == ["syntax_error"]
     assert [(r.revision, r.previewable, r.grade) for r in reports] == [("0002", True, "high")]
+
+
+# --- Stored analyses: keyed by what each depends on, never by the SQL ---
+
+
+class MemoryStore:
+    """risk.Store in a dict (as JSON, as a database keeps it)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, risk.Stored] = {}
+
+    def load(self, keys: list[str]) -> dict[str, dict]:
+        return {k: json.loads(json.dumps(self.rows[k].report)) for k in keys if k in self.rows}
+
+    def load_schemas(self, keys: list[str]) -> dict[str, dict]:
+        return {k: json.loads(json.dumps(self.rows[k].schema)) for k in keys if k in self.rows}
+
+    def save(self, records: dict[str, risk.Stored]) -> None:
+        self.rows.update(records)
+
+    def stored(self) -> set[str]:
+        return {stored.revision for stored in self.rows.values()}
+
+
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of every revision rendered, in order."""
+    seen: list[str] = []
+    real = alembic.render_offline
+
+    def counting(tree: alembic.ScriptTree, revisions: list, **kwargs: object) -> object:
+        revisions = list(revisions)
+        seen.extend(rev.id for rev in revisions)
+        return real(tree, revisions, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alembic, "render_offline", counting)
+    return seen
+
+
+def chain(tmp_path: Path) -> Path:
+    """0001 creates users; 0002 adds a column, 0003 indexes it, 0004 changes its type; 0005 is on a
+    branch of its own from 0001."""
+    folder = project(
+        tmp_path,
+        ("0002", 'op.add_column("users", sa.Column("code", sa.String(20)))'),
+        ("0003", INDEX.replace('"email"', '"code"')),
+        ("0004", 'op.alter_column("users", "code", type_=sa.String(40))'),
+    )
+    write(folder, "0005", "0001", 'op.add_column("users", sa.Column("other", sa.Text))')
+    return folder
+
+
+def test_a_stored_analysis_is_read_back_without_rendering_and_grades_the_same(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    store = MemoryStore()
+
+    first = analyse(folder, store=store)
+    assert sorted(renders) == ["0001", "0002", "0003", "0004", "0005"]
+    assert store.stored() == {"0001", "0002", "0003", "0004", "0005"}
+    renders.clear()
+    again = analyse(folder, store=store)
+
+    assert renders == []
+    assert [r.to_json() for r in again] == [r.to_json() for r in first]
+    assert [r.to_json() for r in analyse(folder)] == [r.to_json() for r in first]
+    assert risk.report_hash(again) == risk.report_hash(first)
+
+
+def test_revisions_that_cannot_render_are_stored_and_read_back_too(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = project(
+        tmp_path,
+        ("0002", 'op.get_bind().execute(sa.text("SELECT count(*) FROM users")).scalar()'),
+        ("0003", 'raise TypeError("bad")'),
+        ("0004", "print('hello')\n" + INDEX),
+    )
+    store = MemoryStore()
+    first = analyse(folder, store=store)
+    renders.clear()
+
+    again = analyse(folder, store=store)
+
+    assert renders == []
+    assert [r.to_json() for r in again] == [r.to_json() for r in first]
+    assert [(r.revision, r.grade, r.previewable) for r in again] == [
+        ("0001", "low", True),
+        ("0002", "medium", False),
+        ("0003", "high", False),
+        ("0004", "high", True),
+    ]
+    assert again[3].printed.strip() == "hello"
+
+
+def test_editing_one_revision_analyses_it_and_its_descendants_only(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    store = MemoryStore()
+    analyse(folder, store=store)
+    renders.clear()
+
+    write(
+        folder, "0003", "0002", "op.create_index('ix_users_code', 'users', ['code'], unique=True)"
+    )
+    reports = by_rev(analyse(folder, store=store))
+
+    assert sorted(renders) == ["0003", "0004"]
+    assert "UNIQUE" in reports["0003"].sql
+    # The facts 0004 builds on still come from its parents, stored or not: varchar(20) widened.
+    assert counted(reports["0004"]) == []
+
+
+def test_what_a_revision_carries_from_its_parents_is_part_of_its_key(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    store = MemoryStore()
+    analyse(folder, store=store)
+    renders.clear()
+
+    # 0002 makes the column text: 0004's change to varchar(40) now rewrites the table.
+    write(folder, "0002", "0001", 'op.add_column("users", sa.Column("code", sa.Text))')
+    reports = by_rev(analyse(folder, store=store))
+
+    assert sorted(renders) == ["0002", "0003", "0004"]
+    assert ("alter-column-type", "high") in counted(reports["0004"])
+    assert [r.to_json() for r in reports.values()] == [r.to_json() for r in analyse(folder)]
+
+
+def test_a_changed_runway_version_analyses_everything_again(
+    tmp_path: Path, renders: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboard.schema import risk_cache
+
+    folder = chain(tmp_path)
+    store = MemoryStore()
+    analyse(folder, store=store)
+    renders.clear()
+
+    monkeypatch.setattr(risk_cache, "runway_version", lambda: "a rule changed")
+    analyse(folder, store=store)
+
+    assert sorted(renders) == ["0001", "0002", "0003", "0004", "0005"]
+
+
+def test_runway_version_hashes_the_rules_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from dashboard.schema import risk_cache
+
+    copy = tmp_path / "dashboard"
+    shutil.copytree(ROOT / "dashboard", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(risk_cache, "_DASHBOARD", copy)
+    version = risk_cache.runway_version.__wrapped__
+
+    before = version()
+    assert version() == before
+    rule = copy / "schema" / "rules" / "tables.py"
+    rule.write_text(rule.read_text() + "\n# a rule changed\n")
+    assert version() != before
+    assert risk_cache.runway_version() == risk_cache.runway_version()  # read once per process
+
+
+def test_the_server_major_and_the_pending_flag_are_part_of_the_key(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    store = MemoryStore()
+    analyse(folder, store=store)
+    renders.clear()
+
+    analyse(folder, store=store, pending=True)
+    assert len(renders) == 5
+    analyse(folder, store=store, pg_major=10)
+    assert len(renders) == 10
+    # A revision alone carries nothing from its parent: another key than within the chain.
+    risk.analyse(folder, alembic.read_scripts(folder), ["0004"], store=store)
+    assert renders[10:] == ["0004"]
+
+
+def test_sizes_and_acceptances_apply_on_top_of_a_stored_analysis(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = project(tmp_path, ("0002", INDEX))
+    store = MemoryStore()
+    analyse(folder, store=store)
+    renders.clear()
+
+    small = by_rev(analyse(folder, store=store, table_sizes={"users": (200, 8192)}))["0002"]
+    big = by_rev(analyse(folder, store=store, table_sizes={"users": (10**7, 2**31)}))["0002"]
+    accepted = by_rev(
+        analyse(
+            folder,
+            store=store,
+            acceptances={("0002", "create-index-blocking"): {"by": "lea", "comment": "quiet"}},
+        )
+    )["0002"]
+    plain = by_rev(analyse(folder, store=store))["0002"]
+
+    assert renders == []
+    assert (small.grade, big.grade, accepted.grade, plain.grade) == (
+        "medium",
+        "high",
+        "low",
+        "high",
+    )
+
+    def index(report: risk.RevisionReport) -> risk.Finding:
+        return next(f for f in report.findings if f.rule == "create-index-blocking")
+
+    assert "is small" in index(small).message and "is small" not in index(plain).message
+    assert index(accepted).accepted == {"by": "lea", "comment": "quiet", "source": "lead"}
+    assert index(plain).accepted is None
+
+
+def test_an_inline_acknowledgement_added_to_a_file_is_a_new_analysis(tmp_path: Path) -> None:
+    folder = project(tmp_path, ("0002", INDEX))
+    store = MemoryStore()
+    assert by_rev(analyse(folder, store=store))["0002"].grade == "high"
+
+    path = folder / "versions" / "0002_step.py"
+    path.write_text(
+        path.read_text().replace(
+            "def upgrade():", "def upgrade():  # runway: accept create-index-blocking -- empty"
+        )
+    )
+
+    assert by_rev(analyse(folder, store=store))["0002"].grade == "low"
+
+
+def test_a_revision_that_timed_out_is_not_stored_nor_what_builds_on_it(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path,
+        ("0002", "import time\ntime.sleep(30)"),
+        ("0003", 'op.add_column("users", sa.Column("a", sa.Text))'),
+    )
+    write(folder, "0004", "0001", 'op.add_column("users", sa.Column("b", sa.Text))')
+    store = MemoryStore()
+
+    reports = by_rev(analyse(folder, store=store, render_timeout=0.5))
+
+    assert reports["0002"].failure["category"] == "timed_out"
+    assert store.stored() == {"0001", "0004"}
+
+
+def test_a_stored_record_that_does_not_fit_is_analysed_again(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = project(tmp_path, ("0002", INDEX))
+    store = MemoryStore()
+    first = analyse(folder, store=store)
+    for key, stored in list(store.rows.items()):  # a shape from another version
+        store.rows[key] = risk.Stored(stored.revision, {"revision": stored.revision}, {})
+    renders.clear()
+
+    again = analyse(folder, store=store)
+
+    assert sorted(renders) == ["0001", "0002"]
+    assert [r.to_json() for r in again] == [r.to_json() for r in first]
+
+
+def test_a_parent_whose_schema_facts_cannot_be_read_is_analysed_again_with_its_child(
+    tmp_path: Path, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    store = MemoryStore()
+    first = by_rev(analyse(folder, store=store))
+    for key, stored in list(store.rows.items()):
+        if stored.revision == "0002":
+            store.rows[key] = risk.Stored("0002", stored.report, {"columns": {"users": 1}})
+    renders.clear()
+
+    path = folder / "versions" / "0003_step.py"
+    path.write_text(path.read_text() + "\n# edited\n")
+    again = by_rev(analyse(folder, store=store))
+
+    assert sorted(renders) == ["0002", "0003", "0004"]
+    assert [r.to_json() for r in again.values()] == [r.to_json() for r in first.values()]
+    assert renders.count("0001") == 0  # its facts were read from the store
+
+
+def test_without_squawk_nothing_is_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = project(tmp_path, ("0002", INDEX))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    store = MemoryStore()
+
+    analyse(folder, store=store)
+
+    assert store.stored() == set()
+
+
+def test_two_render_workers_give_what_one_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renders: list[str]
+) -> None:
+    folder = chain(tmp_path)
+    one = [r.to_json() for r in analyse(folder)]
+    calls = len(renders)
+
+    monkeypatch.setattr(risk, "_PER_WORKER", 2)
+    two = [r.to_json() for r in analyse(folder)]
+
+    assert two == one
+    assert calls == 5 and len(renders) == 10  # the second run in two render calls of 3 and 2
