@@ -86,12 +86,14 @@ def reports_for(
     revisions: list[str],
     *,
     check: ConnectionCheck | None = None,
+    tree: alembic.ScriptTree | None = None,
 ) -> list[risk.RevisionReport]:
-    """The risk reports of ``revisions`` (in that order) for this database."""
+    """The risk reports of ``revisions`` (in that order) for this database. A caller that has
+    read the last good check or the script tree already passes them."""
     if not revisions:
         return []
     check = check if check is not None else last_good_check(db)
-    return _analysed(db, revisions, check, sizes_of(check))
+    return _analysed(db, revisions, check, sizes_of(check), tree)
 
 
 def _analysed(
@@ -99,8 +101,9 @@ def _analysed(
     revisions: list[str],
     check: ConnectionCheck | None,
     sizes: risk.TableSizes | None,
+    tree: alembic.ScriptTree | None = None,
 ) -> list[risk.RevisionReport]:
-    tree = scripts_of(db)
+    tree = tree if tree is not None else scripts_of(db)
     return risk.analyse(
         tree.location,
         tree,

@@ -372,11 +372,15 @@ class _Analysed:
     storable: bool = True
 
     def report_record(self) -> dict[str, Any]:
+        """The report as JSON, compact: each statement's text once (not once per finding), and
+        no field that holds its default."""
         record = dataclasses.asdict(self.report)
         sqls = {st["index"]: st["sql"] for st in record["statements"]}
-        for finding in record["findings"]:  # each statement's text once, not once per finding
+        for finding in record["findings"]:
             if finding["statement"] == sqls.get(finding["statement_index"], ""):
                 finding["statement"] = None
+        record["statements"] = [_compact(st, StatementInfo) for st in record["statements"]]
+        record["findings"] = [_compact(f, Finding) for f in record["findings"]]
         return record
 
     def schema_record(self) -> dict[str, Any]:
@@ -390,7 +394,9 @@ class _Analysed:
         try:
             data = dict(record)
             data["statements"] = [
-                StatementInfo(**{**st, "tables": list(st["tables"]), "locks": dict(st["locks"])})
+                StatementInfo(
+                    **{**st, "tables": list(st["tables"]), "locks": dict(st.get("locks", {}))}
+                )
                 for st in data["statements"]
             ]
             sqls = {st.index: st.sql for st in data["statements"]}
@@ -401,8 +407,8 @@ class _Analysed:
                         "statement": sqls.get(f["statement_index"], "")
                         if f["statement"] is None
                         else f["statement"],
-                        "aliases": tuple(f["aliases"]),
-                        "squawk_rules": list(f["squawk_rules"]),
+                        "aliases": tuple(f.get("aliases", ())),
+                        "squawk_rules": list(f.get("squawk_rules", ())),
                         "accepted": None,
                     }
                 )
@@ -414,6 +420,22 @@ class _Analysed:
             return cls(RevisionReport(**data), None)
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
+
+
+def _compact(data: dict[str, Any], cls: type) -> dict[str, Any]:
+    """``data`` (a dataclass as a dict) without the fields that hold their default."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        defaults = _DEFAULTS[cls] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
+    return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]}
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
 def _carried_from(rev: alembic.Revision, order: Mapping[str, int]) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import sysconfig
 from collections.abc import Sequence
@@ -105,11 +106,13 @@ def revision_keys(
     """Each revision's key, by id, for analysing ``revisions`` in this order (oldest first):
     as :func:`.risk.analyse` does, a parent counts only when it comes earlier in the list."""
     location = Path(tree.location)
+    folder = str(location)
     common = [runway_version(), _project_key(location), pg_major, pending]
     keys: dict[str, Keyed] = {}
     for rev in revisions:
-        try:
-            data = (location / rev.path).read_bytes()
+        try:  # os.path, not pathlib: this runs for every revision of every page view
+            with open(os.path.join(folder, rev.path), "rb") as file:
+                data = file.read()
         except OSError:
             data = b""
         carried = [keys[p].key for p in (*rev.parents, *rev.dependencies) if p in keys]

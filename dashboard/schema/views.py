@@ -19,9 +19,11 @@ from dashboard.schema.models import GateRun, Rehearsal, RiskAcceptance
 from dashboard.schema.status import last_good_check, status_of
 
 
-def _reports_or_error(db: ManagedDatabase, revisions: list[str]) -> tuple[dict[str, Any], str]:
+def _reports_or_error(
+    db: ManagedDatabase, revisions: list[str], **known: Any
+) -> tuple[dict[str, Any], str]:
     try:
-        return {r.revision: r for r in analysis.reports_for(db, revisions)}, ""
+        return {r.revision: r for r in analysis.reports_for(db, revisions, **known)}, ""
     except (alembic.NotAnAlembicProject, alembic.AlembicError) as exc:
         return {}, str(exc)
 
@@ -34,7 +36,8 @@ def history(request: HttpRequest, name: str) -> HttpResponse:
     status = status_of(db, check)
     data = status.history.to_json() if status.history else None
     pending = list(status.history.pending) if status.history and status.known else []
-    reports, risk_error = _reports_or_error(db, pending)
+    tree = status.history.tree if status.history else None
+    reports, risk_error = _reports_or_error(db, pending, check=check, tree=tree)
     timed = rehearsal.latest_rehearsal(db, pending) if pending else None
     rows = draw(data["revisions"]) if data else []
     for row in rows:
