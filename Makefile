@@ -23,6 +23,7 @@ lint: setup
 bench: setup
 	$(PY) bench/history_graph.py
 	$(PY) bench/audit_export.py
+	$(PY) bench/lint_chain.py
 
 clean:
 	rm -rf .runway staticfiles test-artifacts
