@@ -367,3 +367,24 @@ def test_a_revision_that_kills_the_worker_is_named_and_the_rest_still_render(app
     assert failure is not None and failure.category == "raises"
     assert "the render worker died on it (exit 3)" in failure.message
     assert rendered["0003"].upgrade.ok
+
+
+def test_an_import_inside_upgrade_is_importing_the_application_not_raising(app: Path) -> None:
+    revision(app, "0002", "0001", "from myapp.enums import Status\nop.execute(Status.sql())")
+    failure = render(app, "0002")["0002"].upgrade.failure
+    assert failure is not None and failure.category == "imports_application"
+    assert failure.module == "myapp" and failure.line == 12
+
+
+def test_bulk_insert_into_an_untyped_lightweight_table_renders_as_online(app: Path) -> None:
+    revision(
+        app,
+        "0002",
+        "0001",
+        'plans = sa.table("plans", sa.column("code"), sa.column("price"))\n'
+        'op.bulk_insert(plans, [{"code": "free", "price": 0}, {"code": "pro", "price": 9.5}])',
+    )
+    rendered = render(app, "0002")["0002"].upgrade
+    assert rendered.ok, rendered.failure
+    assert "INSERT INTO plans (code, price) VALUES ('free', 0);" in rendered.sql
+    assert "INSERT INTO plans (code, price) VALUES ('pro', 9.5);" in rendered.sql

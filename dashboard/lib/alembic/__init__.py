@@ -25,7 +25,7 @@ import argparse
 import ast
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
@@ -197,6 +197,7 @@ class ScriptTree:
     lanes: dict[str, Lane]
     labels: dict[str, str]  # branch label -> id of the revision that declares it
     config: ScriptConfig | None = None  # where the revisions were read from
+    _shown: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def version_locations(self) -> tuple[Path, ...]:
@@ -209,10 +210,14 @@ class ScriptTree:
         return [self.config.shown(p) for p in self.config.version_locations]
 
     def shown_path(self, rev: Revision) -> str:
-        """A revision's file as a person reads it (from the project's folder)."""
+        """A revision's file as a person reads it (from the project's folder); remembered,
+        as the history page asks for each row more than once."""
         if self.config is None:
             return rev.path
-        return self.config.shown(self.location / rev.path)
+        shown = self._shown.get(rev.path)
+        if shown is None:
+            shown = self._shown[rev.path] = self.config.shown(self.location / rev.path)
+        return shown
 
     def __contains__(self, rev: object) -> bool:
         return rev in self.revisions

@@ -39,7 +39,7 @@ from alembic.operations import Operations  # noqa: E402
 from alembic.runtime.environment import EnvironmentContext  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
 from sqlalchemy import inspection  # noqa: E402
-from sqlalchemy.sql import dml  # noqa: E402
+from sqlalchemy.sql import dml, sqltypes  # noqa: E402
 
 
 class ReadsDatabase(Exception):
@@ -142,6 +142,20 @@ class OfflineBind:
         pass
 
     rollback = close = commit
+
+
+def _untyped_literal(self: Any, dialect: Any) -> Any:
+    """A column of a lightweight ``sa.table()`` has no type; online the driver sends its
+    values as they are, so offline render them as literals of their Python type."""
+
+    def process(value: Any) -> str:
+        literal = sa.literal(value)
+        return str(literal.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+    return process
+
+
+sqltypes.NullType.literal_processor = _untyped_literal  # type: ignore[method-assign]
 
 
 @inspection._inspects(OfflineBind)

@@ -241,6 +241,10 @@ def describe(exc: BaseException, path: Path, project: Project) -> Failure:
             where,
             module=top,
         )
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        # An import inside upgrade(): the stand-ins only cover imports at the top of the file.
+        top = exc.name.split(".")[0]
+        return describe(MissingImport(top, f"imports {exc.name}"), path, project)
     if isinstance(exc, AttributeError) and _is_op(getattr(exc, "obj", None)):
         return Failure(
             "unknown_operation",
