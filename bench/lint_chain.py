@@ -508,7 +508,7 @@ def bench_lint(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> d
     )
     sql = {rid: rendered[rid].upgrade.sql for rid in revisions if rendered[rid].upgrade.ok}
     split_first, split_median, _ = median_of(
-        lambda: risk._render(tree, wanted, alembic.render.DEFAULT_TIMEOUT), args.runs
+        lambda: risk._render(tree, wanted, alembic.render.DEFAULT_TIMEOUT, False), args.runs
     )
 
     with tempfile.TemporaryDirectory(prefix="runway-bench-sql-") as tmp:

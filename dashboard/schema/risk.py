@@ -287,6 +287,7 @@ def analyse(
     pending: bool = False,
     render_timeout: float | None = None,
     store: Store | None = None,
+    downgrade: bool = True,
 ) -> list[RevisionReport]:
     """One report per revision, in the order given (oldest first, as
     :func:`revisions_between` returns them).
@@ -305,6 +306,9 @@ def analyse(
     With a ``store``, a revision whose key (:mod:`.risk_cache`: its file, what it carries from
     its parents, the server's major, the project, Runway's version) is stored is not analysed
     again; the others are, and are stored. Sizes and acceptances are applied on top either way.
+
+    ``downgrade=False`` leaves the downgrades unrendered (a CI lint grades upgrades only); such
+    analyses are not stored, as a stored one answers both.
     """
     wanted = [tree.revisions[rid] for rid in revisions]
     keyed = risk_cache.revision_keys(tree, wanted, pg_major=pg_major, pending=pending)
@@ -319,8 +323,8 @@ def analyse(
     if len(done) < len(wanted):
         _carried_schemas(store, wanted, keyed, done)
         timeout = render_timeout or alembic.render.DEFAULT_TIMEOUT
-        fresh = _analyse_fresh(tree, wanted, done, pg_major, pending, timeout)
-        if store is not None:
+        fresh = _analyse_fresh(tree, wanted, done, pg_major, pending, timeout, downgrade)
+        if store is not None and downgrade:
             store.save(
                 {
                     keyed[rid].key: Stored(rid, a.report_record(), a.schema_record())
@@ -480,19 +484,21 @@ _PER_WORKER = 60
 
 
 def _render(
-    tree: alembic.ScriptTree, revisions: list[alembic.Revision], timeout: float
+    tree: alembic.ScriptTree, revisions: list[alembic.Revision], timeout: float, downgrade: bool
 ) -> tuple[dict[str, alembic.render.RevisionRender], alembic.render.EnvFacts]:
-    """Every revision rendered offline, upgrade and downgrade. Each file renders on its own,
-    so a long chain is split between two render workers when there are cores for them."""
+    """Every revision rendered offline (and its downgrade). Each file renders on its own, so a
+    long chain is split between two render workers when there are cores for them."""
     workers = min(2, os.cpu_count() or 1, len(revisions) // _PER_WORKER) or 1
     if workers == 1:
-        return alembic.render_offline(tree, revisions, downgrade=True, timeout=timeout)
+        return alembic.render_offline(tree, revisions, downgrade=downgrade, timeout=timeout)
     size = -(-len(revisions) // workers)
     chunks = [revisions[i : i + size] for i in range(0, len(revisions), size)]
     with ThreadPoolExecutor(len(chunks)) as pool:
         parts = list(
             pool.map(
-                lambda chunk: alembic.render_offline(tree, chunk, downgrade=True, timeout=timeout),
+                lambda chunk: alembic.render_offline(
+                    tree, chunk, downgrade=downgrade, timeout=timeout
+                ),
                 chunks,
             )
         )
@@ -509,11 +515,12 @@ def _analyse_fresh(
     pg_major: int | None,
     pending: bool,
     timeout: float,
+    downgrade: bool = True,
 ) -> dict[str, _Analysed]:
     """The revisions of ``wanted`` not in ``done``: rendered, squawk's one run over all of
     them started, Runway's rules run on each while squawk works, then the two merged."""
     todo = [rev for rev in wanted if rev.id not in done]
-    rendered, facts = _render(tree, todo, timeout)
+    rendered, facts = _render(tree, todo, timeout, downgrade)
     sqls = {r.id: rendered[r.id].upgrade.sql for r in todo if rendered[r.id].upgrade.ok}
     batch: squawk.Batch | squawk.SquawkError
     try:

@@ -186,65 +186,94 @@ def _caller_line(path: Path) -> int | None:
     return None
 
 
-def _version_sql(context: MigrationContext, job: dict[str, Any], direction: str) -> None:
-    version = context._version
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _version_sql(emit: Any, job: dict[str, Any], direction: str) -> None:
+    """The version table's statements, written as Alembic renders them (text, not compiled
+    constructs: it is the same SQL every time)."""
     rid, parents = job["id"], list(job["parents"])
-
-    def lit(value: str) -> Any:
-        return sa.literal_column("'" + value.replace("'", "''") + "'")
-
-    impl = context.impl
+    where = "WHERE alembic_version.version_num = "
+    insert = (
+        "INSERT INTO alembic_version (version_num) VALUES ({}) "
+        "RETURNING alembic_version.version_num;"
+    )
+    update = "UPDATE alembic_version SET version_num={} " + where + "{};"
+    delete = "DELETE FROM alembic_version " + where + "{};"
     if direction == "upgrade":
         if not parents:
-            impl._exec(version.insert().values(version_num=lit(rid)))
+            emit(insert.format(_quote(rid)))
             return
         for other in parents[1:]:
-            impl._exec(version.delete().where(version.c.version_num == lit(other)))
-        impl._exec(
-            version.update()
-            .values(version_num=lit(rid))
-            .where(version.c.version_num == lit(parents[0]))
-        )
+            emit(delete.format(_quote(other)))
+        emit(update.format(_quote(rid), _quote(parents[0])))
     else:
         if not parents:
-            impl._exec(version.delete().where(version.c.version_num == lit(rid)))
+            emit(delete.format(_quote(rid)))
             return
-        impl._exec(
-            version.update()
-            .values(version_num=lit(parents[0]))
-            .where(version.c.version_num == lit(rid))
-        )
+        emit(update.format(_quote(parents[0]), _quote(rid)))
         for other in parents[1:]:
-            impl._exec(version.insert().values(version_num=lit(other)))
+            emit(insert.format(_quote(other)))
+
+
+class _Offline:
+    """One offline migration context for the whole worker, its output swapped per revision:
+    configuring one costs more than rendering most revisions. A revision that fails may have
+    left it half-way through something, so it is made again after any failure."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+        self.context = MigrationContext.configure(
+            dialect_name="postgresql",
+            dialect_opts={"paramstyle": "named"},
+            opts={
+                "as_sql": True,
+                "output_buffer": self.buffer,
+                "literal_binds": True,
+                "transactional_ddl": True,
+                "transaction_per_migration": True,
+            },
+        )
+        self.stdout = self.context.connection  # Alembic's own offline connection
+        self.bind = OfflineBind(self.context)
+        self.write = type(self.context.impl).static_output.__get__(self.context.impl)
+
+    def start(self) -> io.StringIO:
+        self.buffer = io.StringIO()
+        self.context.output_buffer = self.context.impl.output_buffer = self.buffer
+        self.context.connection = self.context.impl.connection = self.stdout
+        return self.buffer
+
+
+_OFFLINE: _Offline | None = None
+
+
+def _offline() -> _Offline:
+    global _OFFLINE
+    if _OFFLINE is None:
+        _OFFLINE = _Offline()
+    return _OFFLINE
 
 
 def _render(
     module: Any, job: dict[str, Any], direction: str, project: rf.Project
 ) -> dict[str, Any]:
+    global _OFFLINE
     path = Path(job["path"])
-    buffer = io.StringIO()
-    context = MigrationContext.configure(
-        dialect_name="postgresql",
-        dialect_opts={"paramstyle": "named"},
-        opts={
-            "as_sql": True,
-            "output_buffer": buffer,
-            "literal_binds": True,
-            "transactional_ddl": True,
-            "transaction_per_migration": True,
-        },
-    )
-    impl = context.impl
+    offline = _offline()
+    buffer = offline.start()
+    context, impl = offline.context, offline.context.impl
     if direction == "upgrade" and not job["parents"]:
         context._ensure_version_table()  # CREATE TABLE alembic_version, as Alembic renders it
-    context.connection = impl.connection = OfflineBind(context)  # type: ignore[assignment]
+    context.connection = impl.connection = offline.bind  # type: ignore[assignment]
     lines: list[list[int | None]] = []
     at = [buffer.getvalue().count("\n")]
-    emit = impl.static_output
+    write = offline.write
 
     def static_output(text: str) -> None:
         lines.append([at[0], _caller_line(path)])
-        emit(text)
+        write(text)
         at[0] += text.count("\n") + 2  # static_output adds a blank line
 
     impl.static_output = static_output  # type: ignore[method-assign]
@@ -261,8 +290,9 @@ def _render(
             context.begin_transaction(_per_migration=True),
         ):
             getattr(module, direction)()
-            _version_sql(context, job, direction)
+            _version_sql(static_output, job, direction)
     except ReadsDatabase as exc:
+        _OFFLINE = None
         failure = rf.Failure(
             "reads_database",
             f"it tried {exc.query[:300]}; what it runs depends on what it finds there, so "
@@ -272,8 +302,10 @@ def _render(
         )
         return {"sql": "", "lines": [], "failure": failure.to_json(), "printed": _cut(printed)}
     except _Timeout:
+        _OFFLINE = None
         raise
     except Exception as exc:  # the revision's own failure, whatever it is
+        _OFFLINE = None
         failure = rf.describe(exc, path, project)
         return {"sql": "", "lines": [], "failure": failure.to_json(), "printed": _cut(printed)}
     return {"sql": buffer.getvalue(), "lines": lines, "failure": None, "printed": _cut(printed)}

@@ -154,6 +154,7 @@ class Command(BaseCommand):
             acceptances=acceptances,
             # With a database, what follows its current revision is still to run on it.
             pending=db is not None and opts["from_rev"] is None and not selecting,
+            downgrade=False,  # the grades are the upgrades'
         )
         if selecting:
             reports = [r for r in reports if r.revision in selected]
