@@ -479,8 +479,8 @@ def _carried_schemas(
                 del done[p]
 
 
-# A revision needs many more than this before a second render worker pays for its start.
-_PER_WORKER = 60
+# A chain needs twice this many revisions before a second render worker pays for its start.
+REVISIONS_PER_RENDER_WORKER = 60
 
 
 def _render(
@@ -488,7 +488,7 @@ def _render(
 ) -> tuple[dict[str, alembic.render.RevisionRender], alembic.render.EnvFacts]:
     """Every revision rendered offline (and its downgrade). Each file renders on its own, so a
     long chain is split between two render workers when there are cores for them."""
-    workers = min(2, os.cpu_count() or 1, len(revisions) // _PER_WORKER) or 1
+    workers = min(2, os.cpu_count() or 1, len(revisions) // REVISIONS_PER_RENDER_WORKER) or 1
     if workers == 1:
         return alembic.render_offline(tree, revisions, downgrade=downgrade, timeout=timeout)
     size = -(-len(revisions) // workers)

@@ -15,12 +15,14 @@ reported (:func:`env_facts`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -171,15 +173,7 @@ def _run_worker(
         "plugins": facts.plugins,
         "timeout": timeout,
     }
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
-    proc = subprocess.Popen(
-        [PYTHON, "-I", "-B", str(WORKER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=location,
-        env=env,
-    )
+    proc = _warm(location) or _spawn(location)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(json.dumps(request).encode())
@@ -213,6 +207,48 @@ def _run_worker(
             proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def _spawn(location: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
+    return subprocess.Popen(
+        [PYTHON, "-I", "-B", str(WORKER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=location,
+        env=env,
+    )
+
+
+_WARM: list[tuple[Path, subprocess.Popen[bytes]]] = []
+_WARM_LOCK = threading.Lock()
+
+
+def prestart(location: Path, count: int = 1) -> None:
+    """Start ``count`` render workers for ``location`` now: each spends most of a second
+    importing Alembic and SQLAlchemy before it reads its request, which the caller's own
+    preparation (reading the scripts) can overlap. Unused ones are ended at exit."""
+    location = location.resolve()
+    with _WARM_LOCK:
+        for _ in range(count):
+            _WARM.append((location, _spawn(location)))
+
+
+def _warm(location: Path) -> subprocess.Popen[bytes] | None:
+    with _WARM_LOCK:
+        for number, (where, proc) in enumerate(_WARM):
+            if where == location and proc.poll() is None:
+                del _WARM[number]
+                return proc
+    return None
+
+
+@atexit.register
+def _end_warm() -> None:
+    for _, proc in _WARM:
+        proc.kill()
+        proc.wait()
 
 
 def _death(proc: subprocess.Popen[bytes]) -> str:

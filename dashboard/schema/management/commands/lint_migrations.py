@@ -101,9 +101,13 @@ class Command(BaseCommand):
                 returncode=BAD_INPUT,
             )
         try:
+            # A render worker imports Alembic while the scripts are read (about a second).
+            alembic.render.prestart(alembic.check_project(Path(location)))
             tree = alembic.read_scripts(Path(location))
         except alembic.NotAnAlembicProject as exc:
             raise CommandError(str(exc), returncode=BAD_INPUT) from None
+        if len(tree) >= 2 * risk.REVISIONS_PER_RENDER_WORKER:
+            alembic.render.prestart(tree.location)  # the second of two
         fmt = opts["format"]
         root = _repository_root(tree.location) if fmt in ("sarif", "github") else None
 
