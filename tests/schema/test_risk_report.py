@@ -796,7 +796,7 @@ def test_two_render_workers_give_what_one_gives(
     one = [r.to_json() for r in analyse(folder)]
     calls = len(renders)
 
-    monkeypatch.setattr(risk, "_PER_WORKER", 2)
+    monkeypatch.setattr(risk, "REVISIONS_PER_RENDER_WORKER", 2)
     two = [r.to_json() for r in analyse(folder)]
 
     assert two == one
