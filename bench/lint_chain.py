@@ -657,7 +657,7 @@ def bench_page(args: argparse.Namespace, folder: Path, base: str, work: Path) ->
         db.bind_secret(None)
         db.save(force_insert=True)
         ConnectionCheck.objects.create(
-            database=db, state="ok", current_revisions=[base], finished_at=timezone.now(),
+            database=db, state="succeeded", current_revisions=[base], finished_at=timezone.now(),
             server_version="15.18",
         )  # fmt: skip
         client = Client()

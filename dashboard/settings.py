@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "axes",
     "dashboard.audit",
+    "dashboard.jobs",
     "dashboard.accounts",
     "dashboard.databases",
     "dashboard.schema",
@@ -157,6 +158,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Background jobs (dashboard/jobs): the queue they go to, and per kind how long a running job
+# may go without a heartbeat before the reaper calls it interrupted (seconds; each kind has a
+# default, e.g. RUNWAY_JOB_STALE_SECONDS="backup=900,rehearsal=1800").
+RUNWAY_JOB_QUEUE = env("RUNWAY_JOB_QUEUE", "celery")
+RUNWAY_JOB_STALE_SECONDS = {
+    kind: int(seconds)
+    for kind, _, seconds in (item.partition("=") for item in envlist("RUNWAY_JOB_STALE_SECONDS"))
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # Managed databases
@@ -220,6 +229,10 @@ CELERY_BEAT_SCHEDULE = {
     "prune-backups": {
         "task": "dashboard.backups.tasks.prune_backups",
         "schedule": 24 * 3600.0,
+    },
+    "reap-jobs": {
+        "task": "dashboard.jobs.tasks.reap_jobs",
+        "schedule": 60.0,
     },
     "reap-stale-backups": {
         "task": "dashboard.backups.tasks.reap_stale_backups",

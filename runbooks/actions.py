@@ -278,10 +278,12 @@ def verify_integrity(ctx: Context) -> Outcome:
 @action("database.check", "Check the connection and read the current revision")
 def check_connection(ctx: Context) -> Outcome:
     from dashboard.databases import checks
+    from dashboard.jobs import lifecycle as jobs
 
     queued = checks.request_check(ctx.run.started_by, ctx.db)
-    done = checks.perform(queued.pk) or queued
-    evidence = {"check": done.pk, "state": done.state, "current": done.current_revisions}
-    if done.state != "ok":
-        return Outcome("fail", done.message, evidence)
+    done = jobs.run("connection_check", queued.pk) or queued
+    done.refresh_from_db()
+    evidence = {"check": done.pk, "state": done.outcome, "current": done.current_revisions}
+    if not done.connected:
+        return Outcome("fail", done.message or done.error, evidence)
     return Outcome("pass", done.message, evidence)

@@ -201,7 +201,7 @@ def checked(db: Any, *current: str) -> Any:
 
     return ConnectionCheck.objects.create(
         database=db,
-        state="ok",
+        state="succeeded",
         current_revisions=list(current),
         server_version="15",
         finished_at=timezone.now(),
@@ -344,3 +344,72 @@ def fake_postgres(auth: str = "cleartext") -> Iterator[FakePostgres]:
         yield server
     finally:
         server.close()
+
+
+# --- Real Celery workers a test may kill ---
+
+
+@contextmanager
+def worker_process(env: dict[str, str], queue: str, log: Path) -> Iterator[Any]:
+    """A real ``celery worker`` consuming only ``queue`` (RUNWAY_JOB_QUEUE for the jobs the
+    test sends), so the session's worker never takes its jobs. Yields the process (a test may
+    SIGKILL it); ended on exit."""
+    import subprocess
+    import sys
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env={**env, "RUNWAY_JOB_QUEUE": queue},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "ready." in log.read_text() or proc.poll() is not None, "a worker")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited: {log.read_text()[-2000:]}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class SilentServer:
+    """A TCP port that accepts connections and never answers: a client hangs on it until its
+    own timeout (a managed database that stopped responding)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port: int = self._sock.getsockname()[1]
+        self._held: list[Any] = []
+
+    def close(self) -> None:
+        self._sock.close()

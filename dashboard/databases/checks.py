@@ -4,40 +4,27 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
 from dashboard.databases import credentials
-from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
+from dashboard.databases.models import ConnectionCheck, ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import alembic, pg
 from dashboard.lib.secrets import SecretError
 
 
 @transaction.atomic
 def request_check(actor: Actor | None, db: ManagedDatabase) -> ConnectionCheck:
-    from dashboard.databases.tasks import run_connection_check
-
     check = ConnectionCheck.objects.create(
         database=db, requested_by=actor if actor is not None and actor.pk else None
     )
     record(actor, "database.check_requested", db, details={"check": check.pk})
-    run_connection_check.delay_on_commit(check.pk)
+    jobs.enqueue(check)
     return check
 
 
-def claim(check_id: int) -> bool:
-    """Take a queued check; False when another worker has it or it is done (safe to run twice)."""
-    return bool(
-        ConnectionCheck.objects.filter(pk=check_id, state=CheckState.QUEUED).update(
-            state=CheckState.RUNNING, started_at=timezone.now()
-        )
-    )
-
-
-def perform(check_id: int) -> ConnectionCheck | None:
-    if not claim(check_id):
-        return None
-    check = ConnectionCheck.objects.select_related("database").get(pk=check_id)
+def perform(check: ConnectionCheck, context: jobs.Context) -> None:
+    """The job's work: connect, read what the pages need, record it (audited)."""
     db = check.database
     try:
         password = credentials.password(db)
@@ -50,28 +37,40 @@ def perform(check_id: int) -> ConnectionCheck | None:
             result.ok, result.problem = False, "not_alembic_project"
             result.message = f"Connected, but on the worker {refusal}."
     with transaction.atomic():
-        check.state = CheckState.OK if result.ok else CheckState.FAILED
-        check.problem = result.problem
-        check.message = result.message or f"Connected to PostgreSQL {result.server_version}."
-        check.server_version = result.server_version
-        check.current_revisions = result.current_revisions
-        check.latency_ms = result.latency_ms
-        check.wal = result.wal
-        check.table_sizes = {name: list(size) for name, size in result.table_sizes.items()}
-        check.finished_at = timezone.now()
-        check.save()
+        check.succeed(
+            problem=result.problem if not result.ok else "",
+            message=result.message or f"Connected to PostgreSQL {result.server_version}.",
+            server_version=result.server_version,
+            current_revisions=result.current_revisions,
+            latency_ms=result.latency_ms,
+            wal=result.wal,
+            table_sizes={name: list(size) for name, size in result.table_sizes.items()},
+        )
         record(
             None,
             "database.checked",
             db,
             details={
                 "check": check.pk,
-                "state": check.state,
+                "state": check.outcome,
                 "problem": check.problem,
                 "current": check.current_revisions,
             },
         )
-    return check
+
+
+jobs.register(
+    jobs.Kind(
+        "connection_check",
+        ConnectionCheck,
+        perform,
+        # A check is a connection and a few catalog reads: a minute without a beat is a
+        # dead worker; one nobody took for ten minutes will not be wanted any more.
+        stale_after=60,
+        queued_after=600,
+        max_attempts=1,
+    )
+)
 
 
 def request_all(actor: Actor | None = None) -> list[ConnectionCheck]:

@@ -9,6 +9,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.jobs.models import Job, JobQuerySet, JobState
 from dashboard.lib import pg
 
 
@@ -175,24 +176,22 @@ class ManagedDatabase(models.Model):
         return self.checks.order_by("-requested_at").first()
 
 
-class CheckState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    OK = "ok", "Connected"
-    FAILED = "failed", "Failed"
+class CheckQuerySet(JobQuerySet):
+    def connected(self) -> CheckQuerySet:
+        """Checks that ran and connected (a check that ran and could not connect succeeded as a
+        job: its ``problem`` says what the worker found)."""
+        return self.filter(state=JobState.SUCCEEDED, problem="")
 
 
-class ConnectionCheck(models.Model):
-    """One "test connection": queued by a person or the schedule, run by a worker."""
+class ConnectionCheck(Job):
+    """One "test connection": queued by a person or the schedule, run by a worker (job kind
+    ``connection_check``, see checks.py)."""
 
     database = models.ForeignKey(ManagedDatabase, on_delete=models.CASCADE, related_name="checks")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     requested_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    state = models.CharField(max_length=10, choices=CheckState.choices, default=CheckState.QUEUED)
     problem = models.CharField(max_length=40, blank=True)
     message = models.TextField(blank=True)
     server_version = models.CharField(max_length=40, blank=True)
@@ -207,6 +206,8 @@ class ConnectionCheck(models.Model):
         help_text="Table -> [estimated rows, total bytes] as read by the check (risk analysis)",
     )
 
+    objects = CheckQuerySet.as_manager()
+
     class Meta:
         ordering = ["-requested_at"]
         indexes = [models.Index(fields=["database", "-requested_at"])]
@@ -215,5 +216,22 @@ class ConnectionCheck(models.Model):
         return f"check of {self.database} ({self.state})"
 
     @property
-    def is_done(self) -> bool:
-        return self.state in (CheckState.OK, CheckState.FAILED)
+    def connected(self) -> bool:
+        return self.state == JobState.SUCCEEDED and not self.problem
+
+    @property
+    def outcome(self) -> str:
+        """What the page says: queued, running, connected, failed (and why), interrupted."""
+        if self.connected:
+            return "connected"
+        if self.state == JobState.SUCCEEDED:
+            return "failed"
+        return str(self.state)
+
+    @property
+    def outcome_label(self) -> str:
+        return (
+            "Connected"
+            if self.connected
+            else ("Failed" if self.outcome == "failed" else self.get_state_display())
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dashboard.backups.status import BackupStatus, statuses
-from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
+from dashboard.databases.models import ConnectionCheck, ManagedDatabase
+from dashboard.jobs.models import JobState
 from dashboard.schema.status import Status, status_of
 
 
@@ -30,7 +31,7 @@ def _latest_per_database(**filters: object) -> dict[int, ConnectionCheck]:
 def board() -> list[Row]:
     dbs = list(ManagedDatabase.objects.all())
     latest = _latest_per_database()
-    good = _latest_per_database(state=CheckState.OK)
+    good = _latest_per_database(state=JobState.SUCCEEDED, problem="")
     backups = statuses(dbs)
     return [
         Row(db, latest.get(db.pk), good.get(db.pk), status_of(db, good.get(db.pk)), backups[db.pk])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from dashboard.databases.models import CheckState, ConnectionCheck, ManagedDatabase
+from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.lib import alembic
 
 
@@ -42,7 +42,7 @@ class Status:
 
 
 def status_of(db: ManagedDatabase, check: ConnectionCheck | None) -> Status:
-    known = check is not None and check.state == CheckState.OK
+    known = check is not None and check.connected
     current = check.current_revisions if known and check else []
     try:
         tree = scripts_of(db)
@@ -52,4 +52,4 @@ def status_of(db: ManagedDatabase, check: ConnectionCheck | None) -> Status:
 
 
 def last_good_check(db: ManagedDatabase) -> ConnectionCheck | None:
-    return db.checks.filter(state=CheckState.OK).order_by("-finished_at").first()
+    return db.checks.connected().order_by("-finished_at").first()

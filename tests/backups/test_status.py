@@ -178,7 +178,7 @@ def test_no_activity_when_everything_is_done():
 
 def wal_check(db, **wal):
     return ConnectionCheck.objects.create(
-        database=db, state="ok", finished_at=timezone.now(), wal=wal
+        database=db, state="succeeded", finished_at=timezone.now(), wal=wal
     )
 
 
@@ -241,6 +241,6 @@ def test_archive_mode_on_without_a_command_is_a_warning():
 
 def test_wal_status_is_unknown_until_a_check_reads_it():
     db = make_database()
-    ConnectionCheck.objects.create(database=db, state="failed", problem="unreachable")
+    ConnectionCheck.objects.create(database=db, state="succeeded", problem="unreachable")
     wal = status.wal_status(db)
     assert not wal.known and wal.warnings == []

@@ -111,7 +111,7 @@ def test_the_wal_box_warns_when_archiving_is_off(client, viewer):
     db = make_database()
     ConnectionCheck.objects.create(
         database=db,
-        state="ok",
+        state="succeeded",
         finished_at=timezone.now(),
         wal={"wal_level": "replica", "archive_mode": "off", "archiver": {"failed_count": 0}},
     )
@@ -463,7 +463,7 @@ def test_a_lead_sees_the_status_at_a_glance_and_live_progress(page, live_server,
     db = make_database()
     ConnectionCheck.objects.create(
         database=db,
-        state="ok",
+        state="succeeded",
         finished_at=timezone.now(),
         current_revisions=["0016"],
         wal={

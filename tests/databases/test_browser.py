@@ -36,7 +36,7 @@ def test_an_engineer_registers_a_database_and_sees_the_connection_result(
         page.get_by_role("button", name="Test connection").click()
     page.locator(".check .badge", has_text="Connected").wait_for(timeout=20_000)
     checks = ManagedDatabase.objects.get(name="analyticbot").checks.all()
-    assert [c.state for c in checks] == ["ok", "ok"]
+    assert [c.outcome for c in checks] == ["connected", "connected"]
     page.screenshot(path=artifacts / "database-detail.png", full_page=True)
 
 

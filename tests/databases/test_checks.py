@@ -5,6 +5,7 @@ from helpers import ROOT, TARGET_ROLE, make_database, wait_until
 
 from dashboard.databases import checks
 from dashboard.databases.models import ConnectionCheck
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib.cluster import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,7 +20,7 @@ def run_check(db, engineer):
 def test_a_good_database_reports_its_current_revision(celery_worker, make_target, engineer):
     db = make_database(dsn=make_target())
     check = run_check(db, engineer)
-    assert check.state == "ok", check.message
+    assert check.outcome == "connected", check.message
     assert check.current_revisions == ["0016"]
     assert check.server_version.startswith("15")
     assert check.latency_ms is not None
@@ -30,7 +31,7 @@ def test_a_wrong_password_is_named(celery_worker, make_target, engineer, db_secr
     secret.write_text("not-the-password\n")
     db = make_database(dsn=make_target(), password_ref=f"file:{secret}")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "auth_failed")
+    assert (check.outcome, check.problem) == ("failed", "auth_failed")
     assert "refused the user name or password" in check.message
     assert "not-the-password" not in check.message
 
@@ -38,20 +39,20 @@ def test_a_wrong_password_is_named(celery_worker, make_target, engineer, db_secr
 def test_an_unreachable_host_is_named(celery_worker, engineer):
     db = make_database(dsn=f"host=127.0.0.1 port={free_port()} dbname=x user={TARGET_ROLE}")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "unreachable")
+    assert (check.outcome, check.problem) == ("failed", "unreachable")
     assert "cannot be reached" in check.message
 
 
 def test_a_malformed_dsn_saved_behind_the_forms_back_is_named(celery_worker, engineer):
     db = make_database(dsn="host=127.0.0.1 dbname")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "malformed_dsn")
+    assert (check.outcome, check.problem) == ("failed", "malformed_dsn")
 
 
 def test_a_missing_database_is_named(celery_worker, pg_cluster, engineer):
     db = make_database(dsn=f"host=127.0.0.1 port={pg_cluster.port} dbname=nope user={TARGET_ROLE}")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "no_database")
+    assert (check.outcome, check.problem) == ("failed", "no_database")
 
 
 def test_a_database_without_alembic_version_is_named(celery_worker, pg_cluster, engineer):
@@ -60,21 +61,21 @@ def test_a_database_without_alembic_version_is_named(celery_worker, pg_cluster, 
         dsn=f"host=127.0.0.1 port={pg_cluster.port} dbname=never_stamped user={TARGET_ROLE}"
     )
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "no_alembic_version")
+    assert (check.outcome, check.problem) == ("failed", "no_alembic_version")
     assert "never stamped" in check.message
 
 
 def test_an_unset_password_variable_is_named(celery_worker, make_target, engineer):
     db = make_database(dsn=make_target(), password_ref="env:RUNWAY_DB_NO_SUCH_VARIABLE")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "RUNWAY_DB_NO_SUCH_VARIABLE is not set" in check.message
 
 
 def test_a_script_location_that_is_not_alembic_is_named(celery_worker, make_target, engineer):
     db = make_database(dsn=make_target(), script_location="templates")
     check = run_check(db, engineer)
-    assert (check.state, check.problem) == ("failed", "not_alembic_project")
+    assert (check.outcome, check.problem) == ("failed", "not_alembic_project")
 
 
 def test_a_script_location_given_as_an_alembic_ini_is_an_alembic_project(
@@ -83,11 +84,13 @@ def test_a_script_location_given_as_an_alembic_ini_is_an_alembic_project(
     ini = tmp_path / "alembic.ini"
     ini.write_text(f"[alembic]\nscript_location = {ROOT / 'migrations_target'}\n")
     db = make_database(dsn=make_target(), script_location=str(ini))
-    check = checks.perform(checks.request_check(engineer, db).pk)
-    assert check is not None and check.state == "ok" and check.current_revisions == ["0016"]
+    check = jobs.run("connection_check", checks.request_check(engineer, db).pk)
+    assert (
+        check is not None and check.outcome == "connected" and check.current_revisions == ["0016"]
+    )
     ini.write_text("[alembic]\nscript_location = %(here)s/gone\n")
-    check = checks.perform(checks.request_check(engineer, db).pk)
-    assert check is not None and (check.state, check.problem) == ("failed", "not_alembic_project")
+    check = jobs.run("connection_check", checks.request_check(engineer, db).pk)
+    assert check is not None and (check.outcome, check.problem) == ("failed", "not_alembic_project")
     assert check.message == (
         f"Connected, but on the worker {ini} is not an Alembic project: its script_location "
         "gone does not exist."
@@ -97,5 +100,5 @@ def test_a_script_location_given_as_an_alembic_ini_is_an_alembic_project(
 def test_a_check_runs_once_even_if_delivered_twice(make_target, engineer):
     db = make_database(dsn=make_target())
     check = checks.request_check(engineer, db)
-    assert checks.perform(check.pk) is not None
-    assert checks.perform(check.pk) is None  # already claimed and done
+    assert jobs.run("connection_check", check.pk) is not None
+    assert jobs.run("connection_check", check.pk) is None  # already claimed and done

@@ -23,6 +23,7 @@ from helpers import (
 from dashboard.audit.models import AuditEvent
 from dashboard.databases import checks, credentials, registry
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import pg
 from dashboard.lib.secrets import Password, SecretError
 
@@ -48,7 +49,7 @@ def fake():
 def test_an_env_reference_to_runways_own_setting_never_resolves(celery_worker, fake, name):
     db = make_database(dsn=fake.dsn, password_ref=f"env:{name}")
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "Runway's own settings" in check.message
     assert fake.startups == [] and not fake.received_anything_secret
 
@@ -70,7 +71,7 @@ def test_a_file_outside_the_secrets_directory_never_resolves(
 ):
     db = make_database(dsn=fake.dsn, password_ref=f"file:{backup_passphrase_file}")
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "inside the secrets directory" in check.message
     assert BACKUP_PASSPHRASE not in check.message
     assert fake.startups == [] and not fake.received_anything_secret
@@ -84,7 +85,7 @@ def test_a_symlink_escaping_the_secrets_directory_never_resolves(
     link.symlink_to(backup_passphrase_file)
     db = make_database(dsn=fake.dsn, password_ref=f"file:{link}")
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "symbolic link" in check.message
     assert fake.startups == [] and not fake.received_anything_secret
 
@@ -95,7 +96,7 @@ def test_dot_dot_out_of_the_secrets_directory_never_resolves(
     escape = f"{db_secrets}/../{backup_passphrase_file.parent.name}/{backup_passphrase_file.name}"
     db = make_database(dsn=fake.dsn, password_ref=f"file:{escape}")
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert fake.startups == [] and not fake.received_anything_secret
 
 
@@ -106,7 +107,7 @@ def test_a_copy_of_runways_own_secret_inside_the_directory_never_resolves(
     copy.write_text(BACKUP_PASSPHRASE + "\n")
     db = make_database(dsn=fake.dsn, password_ref=f"file:{copy}")
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "one of Runway's own secrets" in check.message
     assert fake.startups == [] and not fake.received_anything_secret
 
@@ -118,7 +119,7 @@ def test_a_server_asking_for_a_cleartext_password_gets_nothing(celery_worker, fa
     db = make_database(dsn=fake.dsn)  # a bound, in-scope reference: the real password
     assert db.secret_is_bound
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "auth_method")
+    assert (check.outcome, check.problem) == ("failed", "auth_method")
     assert "clear text is never allowed" in check.message
     assert len(fake.startups) >= 1  # it did connect, and refused at the password request
     assert fake.passwords == [] or not any(TARGET_PASSWORD.encode() in p for p in fake.passwords)
@@ -191,7 +192,7 @@ def test_a_dsn_changed_behind_runways_back_is_not_sent_the_password(celery_worke
     ManagedDatabase.objects.filter(pk=db.pk).update(dsn=fake.dsn)
     db.refresh_from_db()
     check = run_check(db)
-    assert (check.state, check.problem) == ("failed", "secret")
+    assert (check.outcome, check.problem) == ("failed", "secret")
     assert "until a lead confirms" in check.message
     assert fake.startups == []
 
@@ -273,7 +274,7 @@ def test_a_host_outside_the_allow_list_is_refused_before_connecting(settings, cl
         assert not ManagedDatabase.objects.filter(name="elsewhere").exists()
         db = make_database(dsn=server.dsn)  # saved behind the form's back
         check = ConnectionCheck.objects.create(database=db)
-        checks.perform(check.pk)
+        jobs.run("connection_check", check.pk)
         check.refresh_from_db()
         assert check.problem == "secret" and "RUNWAY_ALLOWED_DB_HOSTS" in check.message
         assert server.startups == []

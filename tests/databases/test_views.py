@@ -215,7 +215,7 @@ def test_a_check_of_another_database_is_not_reachable_through_this_one(client, v
 
 def test_a_finished_check_stops_the_polling(client, viewer):
     db = make_database()
-    check = ConnectionCheck.objects.create(database=db, state="ok", message="Connected.")
+    check = ConnectionCheck.objects.create(database=db, state="succeeded", message="Connected.")
     client.force_login(viewer)
     response = client.get(
         reverse("database-check", args=[db.name, check.pk]), headers={"HX-Request": "true"}

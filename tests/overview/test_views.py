@@ -12,7 +12,7 @@ URL = reverse("overview")
 
 
 def checked(db, **kwargs):
-    kwargs.setdefault("state", "ok")
+    kwargs.setdefault("state", "succeeded")
     kwargs.setdefault("finished_at", timezone.now())
     return ConnectionCheck.objects.create(database=db, **kwargs)
 
@@ -36,7 +36,10 @@ def test_a_failed_latest_check_shows_beside_the_last_known_revision(client, view
     db = make_database()
     checked(db, current_revisions=["0016"])
     checked(
-        db, state="failed", problem="unreachable", message="The database server cannot be reached"
+        db,
+        state="succeeded",
+        problem="unreachable",
+        message="The database server cannot be reached",
     )
     client.force_login(viewer)
     row = row_of(client.get(URL).content.decode(), db.name)

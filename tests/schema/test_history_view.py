@@ -12,7 +12,7 @@ def url(db):
 
 def checked(db, *current):
     return ConnectionCheck.objects.create(
-        database=db, state="ok", current_revisions=list(current), finished_at=timezone.now()
+        database=db, state="succeeded", current_revisions=list(current), finished_at=timezone.now()
     )
 
 

@@ -32,7 +32,7 @@ PENDING = ["0017", "0018", "0019", "0020"]
 
 def checked(db: Any, *current: str) -> Any:
     return ConnectionCheck.objects.create(
-        database=db, state="ok", current_revisions=list(current), finished_at=timezone.now()
+        database=db, state="succeeded", current_revisions=list(current), finished_at=timezone.now()
     )
 
 

@@ -9,6 +9,7 @@ from helpers import log_in, make_database
 
 from dashboard.audit.models import AuditEvent
 from dashboard.databases import checks
+from dashboard.jobs import lifecycle as jobs
 from dashboard.schema.models import RiskAcceptance
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -17,7 +18,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def analyticbot(make_target, owner_may_create_databases):
     db = make_database(dsn=make_target())
-    checks.perform(checks.request_check(None, db).pk)  # reads the revision and the table sizes
+    # Reads the revision and the table sizes.
+    jobs.run("connection_check", checks.request_check(None, db).pk)
     return db
 
 
