@@ -12,7 +12,7 @@ setup:
 	@bin/setup
 
 demo: setup
-	$(PY) -m dashboard.devstack demo
+	$(PY) -m devstack demo
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

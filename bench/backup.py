@@ -97,7 +97,7 @@ def main() -> None:
         return
     small_users = args.small_users or max(args.users // 10, 1000)
 
-    from dashboard.lib.cluster import start_cluster
+    from devstack.cluster import start_cluster
 
     work = Path(tempfile.mkdtemp(prefix="runway-bench-backup-"))
     work.chmod(0o755)
@@ -138,7 +138,7 @@ def main() -> None:
 def seed_target(cluster: object, name: str, users: int) -> float:
     import psycopg
 
-    from dashboard.databases.seeding import seed
+    from devstack.seeding import seed
 
     cluster.create_database(name, replace=True)  # type: ignore[attr-defined]
     subprocess.run(

@@ -618,7 +618,7 @@ def analysed_share(db: Any, runs: int) -> list[tuple[str, float]]:
 
 
 def bench_page(args: argparse.Namespace, folder: Path, base: str, work: Path) -> None:
-    from dashboard.lib.cluster import start_cluster
+    from devstack.cluster import start_cluster
 
     cluster = start_cluster(work / "pg")
     try:

@@ -32,8 +32,8 @@ from helpers import (
     wait_until,
 )
 
-from dashboard.lib import redis_server
-from dashboard.lib.cluster import Cluster, free_port, start_cluster
+from devstack import redis_server
+from devstack.cluster import Cluster, free_port, start_cluster
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -97,7 +97,7 @@ def migrate_target(cluster: Cluster, dbname: str, revision: str = "0016") -> Non
 @pytest.fixture(scope="session")
 def target_template(pg_cluster: Cluster) -> str:
     """A database at 0016 with a small consistent data set, cloned by ``make_target``."""
-    from dashboard.databases.seeding import seed
+    from devstack.seeding import seed
 
     pg_cluster.create_database(TARGET_TEMPLATE, owner=TARGET_ROLE, replace=True)
     migrate_target(pg_cluster, TARGET_TEMPLATE)

@@ -14,8 +14,8 @@ import pytest
 import redis
 from helpers import ROOT, wait_until
 
-from dashboard.lib import redis_server
-from dashboard.lib.cluster import free_port
+from devstack import redis_server
+from devstack.cluster import free_port
 
 
 def start_redis(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:

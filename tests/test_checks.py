@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT
 
 from dashboard.checks import secret_key_problem
-from dashboard.lib.cluster import free_port
+from devstack.cluster import free_port
 
 OLD_FALLBACK_KEY = "insecure-demo-key-set-RUNWAY_SECRET_KEY-in-production"
 NOWHERE = "postgresql://runway:pw@127.0.0.1:1/runway"  # nothing listens: no check connects

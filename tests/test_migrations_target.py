@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = Path(sys.executable).parent / "alembic"
@@ -253,7 +253,7 @@ def test_the_history_lists_twenty_linear_revisions_and_flags_the_risky_index() -
 def test_the_backfill_copies_every_email_in_batches_and_its_downgrade_clears_them(
     pg_cluster: Cluster, new_database: Callable[[], str]
 ) -> None:
-    from dashboard.databases.seeding import seed
+    from devstack.seeding import seed
 
     db = new_database()
     url = pg_cluster.url(db)

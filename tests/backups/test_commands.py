@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from dashboard.backups.models import Backup, Validation
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 

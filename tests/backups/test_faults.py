@@ -37,7 +37,7 @@ from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, tasks, validation
 from dashboard.backups.models import Backup, BackupPolicy, Validation
 from dashboard.lib import gpg, pg, s3, storage
-from dashboard.lib.cluster import Cluster, free_port
+from devstack.cluster import Cluster, free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupPolicy
 from dashboard.lib import gpg
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, retention
 from dashboard.backups.models import Backup, BackupPolicy, Validation
 from dashboard.lib import storage
-from dashboard.lib.cluster import free_port
+from devstack.cluster import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import BACKUP_PASSPHRASE, s3_client
 
 from dashboard.backups import pipeline
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 

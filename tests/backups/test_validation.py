@@ -10,7 +10,7 @@ from helpers import TARGET_PASSWORD, make_database, scratch_databases, wait_unti
 from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupPolicy, Validation
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 

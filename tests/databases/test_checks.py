@@ -6,7 +6,7 @@ from helpers import ROOT, TARGET_ROLE, make_database, wait_until
 from dashboard.databases import checks
 from dashboard.databases.models import ConnectionCheck
 from dashboard.jobs import lifecycle as jobs
-from dashboard.lib.cluster import free_port
+from devstack.cluster import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

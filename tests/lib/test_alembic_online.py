@@ -18,7 +18,7 @@ from helpers import TARGET_PASSWORD, TARGET_ROLE
 
 from dashboard.lib import pg
 from dashboard.lib.alembic import online, read_scripts
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
 
 BROKEN_ENV_PY = "from app.db import metadata  # the application: not importable here\n"
 

@@ -164,7 +164,7 @@ def test_a_missing_bucket_is_named_and_not_transient(s3_settings: str) -> None:
 
 
 def test_an_unreachable_endpoint_is_named_and_transient(settings: Any) -> None:
-    from dashboard.lib.cluster import free_port
+    from devstack.cluster import free_port
 
     settings.RUNWAY_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
     settings.RUNWAY_S3_ACCESS_KEY_ID, settings.RUNWAY_S3_SECRET_ACCESS_KEY = "k", "s"

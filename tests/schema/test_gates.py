@@ -26,7 +26,6 @@ from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Backup, BackupPolicy, Validation
 from dashboard.lib import pg
-from dashboard.lib.cluster import Cluster, free_port
 from dashboard.schema import gates
 from dashboard.schema.gates import (
     backup_gate,
@@ -39,6 +38,7 @@ from dashboard.schema.gates import (
     wal_gate,
 )
 from dashboard.schema.models import GateRun, Rehearsal
+from devstack.cluster import Cluster, free_port
 
 PENDING = ["0017", "0018", "0019", "0020"]
 

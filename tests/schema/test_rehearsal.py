@@ -21,9 +21,9 @@ from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup
 from dashboard.databases.models import ConnectionCheck
-from dashboard.lib.cluster import Cluster
 from dashboard.schema import rehearsal
 from dashboard.schema.models import Rehearsal
+from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 

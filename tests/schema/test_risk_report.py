@@ -15,8 +15,8 @@ import pytest
 from helpers import ROOT
 
 from dashboard.lib import alembic, pg
-from dashboard.lib.cluster import Cluster
 from dashboard.schema import risk
+from devstack.cluster import Cluster
 
 TARGET = ROOT / "migrations_target"
 PENDING = ["0017", "0018", "0019", "0020"]

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard.lib.cluster import Cluster
 from dashboard.schema.rules import LOCKS, RuleFinding, Schema, Statement, analyse_sql
+from devstack.cluster import Cluster
 
 SETUP = """
 CREATE TABLE plans (id serial PRIMARY KEY, name text);

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.lib.cluster import free_port
+from devstack.cluster import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser
 
 
@@ -28,7 +28,7 @@ class Demo:
             [
                 sys.executable,
                 "-m",
-                "dashboard.devstack",
+                "devstack",
                 "demo",
                 "--home",
                 str(home),

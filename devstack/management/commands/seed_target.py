@@ -1,14 +1,13 @@
 import time
 
-import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.audit.chain import record
 from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
-from dashboard.databases.seeding import seed
 from dashboard.lib import pg
 from dashboard.lib.secrets import SecretError
+from devstack.seeding import seed as fill
 
 
 class Command(BaseCommand):
@@ -22,12 +21,12 @@ class Command(BaseCommand):
             "--replace", action="store_true", help="empty the application tables first"
         )
 
-    def handle(self, *args: object, **opts: object) -> None:
-        name = str(opts["database"])
-        db = ManagedDatabase.objects.filter(name=name).first()
+    def handle(
+        self, *args: object, database: str, users: int, seed: int, replace: bool, **opts: object
+    ) -> None:
+        db = ManagedDatabase.objects.filter(name=database).first()
         if db is None:
-            raise CommandError(f"No managed database named {name!r}.")
-        users = int(opts["users"])  # type: ignore[call-overload]
+            raise CommandError(f"No managed database named {database!r}.")
         if users <= 0:
             raise CommandError("--users must be a positive number.")
         try:
@@ -35,15 +34,13 @@ class Command(BaseCommand):
             conn = pg.connect(db.dsn, password, autocommit=False)
         except (SecretError, pg.BadDsn) as exc:
             raise CommandError(f"{db.name}: {exc}") from None
-        except psycopg.OperationalError as exc:
+        except pg.OperationalError as exc:
             problem = pg.classify(exc)
             raise CommandError(f"{db.name}: {pg.PROBLEM_MESSAGES[problem]}.") from None
         started = time.monotonic()
         with conn:
             try:
-                counts = seed(
-                    conn, users=users, seed=int(opts["seed"]), replace=bool(opts["replace"])
-                )  # type: ignore[call-overload]
+                counts = fill(conn, users=users, seed=seed, replace=replace)
             except ValueError as exc:
                 raise CommandError(f"{db.name}: {exc}") from None
             conn.commit()

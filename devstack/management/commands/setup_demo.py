@@ -2,8 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from dashboard.databases import demo
-from dashboard.lib.cluster import SUPERUSER
+from devstack import demo
+from devstack.cluster import Cluster
 
 
 class Command(BaseCommand):
@@ -17,23 +17,29 @@ class Command(BaseCommand):
         parser.add_argument("--superuser-password-file", type=Path, required=True)
         parser.add_argument("--users", type=int, default=2000, help="seeded users per target")
 
-    def handle(self, *args: object, **opts: object) -> None:
-        host, port, user = str(opts["host"]), int(opts["port"]), str(opts["user"])  # type: ignore[call-overload]
-        password_file = Path(opts["password_file"]).resolve()  # type: ignore[arg-type]
+    def handle(
+        self,
+        *args: object,
+        host: str,
+        port: int,
+        user: str,
+        password_file: Path,
+        superuser_password_file: Path,
+        users: int,
+        **opts: object,
+    ) -> None:
+        password_file = password_file.resolve()
         password = password_file.read_text().strip()
-        su_password = Path(opts["superuser_password_file"]).read_text().strip()  # type: ignore[arg-type]
-        admin_dsn = (
-            f"host={host} port={port} dbname=postgres user={SUPERUSER} password={su_password}"
+        # The launcher's cluster, reached as its superuser (the password file is in its root).
+        cluster = Cluster(
+            root=superuser_password_file.parent,
+            port=port,
+            password=superuser_password_file.read_text().strip(),
+            host=host,
         )
         for target in demo.TARGETS:
             made = demo.prepare_target(
-                target,
-                host=host,
-                port=port,
-                user=user,
-                password=password,
-                admin_dsn=admin_dsn,
-                users=int(opts["users"]),  # type: ignore[call-overload]
+                target, cluster=cluster, user=user, password=password, users=users
             )
             demo.register_target(
                 target, host=host, port=port, user=user, password_file=password_file

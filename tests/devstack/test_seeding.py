@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard.databases.seeding import APP_TABLES, seed
-from dashboard.lib.cluster import Cluster
+from devstack.cluster import Cluster
+from devstack.seeding import APP_TABLES, seed
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).parent / "alembic"

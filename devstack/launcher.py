@@ -1,4 +1,5 @@
-"""`make demo`: every real component Runway needs, started on this machine, stopped on Ctrl-C.
+"""`make demo` (``python -m devstack demo``): every real component Runway needs, started on this
+machine, stopped on Ctrl-C.
 
 A private PostgreSQL cluster under ``.runway/`` (Runway's own database and the demo targets),
 Redis, a Celery worker, Celery beat and the web server, each a real process. Running it again
@@ -17,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.lib import redis_server
-from dashboard.lib.cluster import Cluster, free_port, start_cluster
+from devstack import redis_server
+from devstack.cluster import Cluster, free_port, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNWAY_ROLE = "runway"
@@ -153,7 +154,9 @@ class Stack:
         say("Demo users and target databases")
         subprocess.run(
             [
-                *manage,
+                sys.executable,
+                "-m",
+                "devstack",
                 "setup_demo",
                 "--host",
                 self.cluster.host,
@@ -257,7 +260,7 @@ def say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dashboard.devstack")
+    parser = argparse.ArgumentParser(prog="python -m devstack")
     parser.add_argument("command", choices=["demo"])
     parser.add_argument("--home", type=Path, default=ROOT / ".runway")
     parser.add_argument("--port", type=int, default=int(os.environ.get("RUNWAY_PORT", "8000")))

@@ -6,17 +6,16 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from django.contrib.auth.models import User
 from django.db import transaction
-from psycopg import sql
 
 from dashboard.accounts.roles import Role, grant
 from dashboard.audit.chain import record
 from dashboard.databases import checks, registry
 from dashboard.databases.models import Environment, ManagedDatabase
-from dashboard.databases.seeding import seed
 from dashboard.lib import alembic, pg
+from devstack.cluster import Cluster
+from devstack.seeding import seed
 
 DEMO_USERS = [("lead", Role.LEAD), ("engineer", Role.ENGINEER), ("viewer", Role.VIEWER)]
 CRITICAL_TABLES = ["users", "channels", "scheduled_posts", "subscriptions", "payments"]
@@ -52,20 +51,12 @@ def create_users() -> dict[str, str]:
 
 
 def prepare_target(
-    target: Target, *, host: str, port: int, user: str, password: str, admin_dsn: str, users: int
+    target: Target, *, cluster: Cluster, user: str, password: str, users: int
 ) -> bool:
     """Create, migrate and seed a target database unless it exists; True when it was made."""
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        if conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (target.dbname,)
-        ).fetchone():
-            return False
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(target.dbname), sql.Identifier(user)
-            )
-        )
-    dsn = f"host={host} port={port} dbname={target.dbname} user={user}"
+    if not cluster.create_database(target.dbname, owner=user):
+        return False
+    dsn = f"host={cluster.host} port={cluster.port} dbname={target.dbname} user={user}"
     alembic.upgrade(_script_location(), pg.sqlalchemy_url(dsn, password), target.revision)
     with pg.connect(dsn, password, autocommit=False) as conn:
         seed(conn, users=users)
