@@ -82,7 +82,7 @@ def child(kind: str, query: str, out: str) -> None:
     from django.http import QueryDict
     from django.test import RequestFactory
 
-    from dashboard.audit import views
+    from dashboard.overview import views
 
     user = User.objects.get(username="bench-viewer")
     request = RequestFactory().get("/audit/export", QueryDict(query))
@@ -114,7 +114,11 @@ def child(kind: str, query: str, out: str) -> None:
                 size += len(data)
                 sink.write(data)
     else:
-        view = {"csv": views.export_csv, "json": views.export_json, "pdf": views.export_pdf}[kind]
+        view = {
+            "csv": views.audit_export_csv,
+            "json": views.audit_export_json,
+            "pdf": views.audit_export_pdf,
+        }[kind]
         response = view(request)
         assert response.status_code == 200, response.status_code
         chunks = getattr(response, "streaming_content", None) or [response.content]
@@ -230,7 +234,7 @@ def main() -> None:
         child(args.child, args.query, args.out)
         return
 
-    from dashboard.lib.cluster import start_cluster
+    from devstack.cluster import start_cluster
 
     work = Path(tempfile.mkdtemp(prefix="runway-bench-audit-"))
     work.chmod(0o755)

@@ -7,7 +7,6 @@ urlpatterns = [
     path("databases/", include("dashboard.databases.urls")),
     path("databases/", include("dashboard.schema.urls")),
     path("databases/", include("dashboard.backups.urls")),
-    path("audit/", include("dashboard.audit.urls")),
     path("", include("runbooks.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -8,8 +8,9 @@ from enum import IntEnum
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django_htmx.middleware import HtmxDetails
 
 
 class Role(IntEnum):
@@ -23,19 +24,31 @@ class Role(IntEnum):
         return self.name.lower()
 
 
+class Request(HttpRequest):
+    """What a view behind :func:`role_required` is given: a logged-in user (Runway's users are
+    Django's ``User``) and django-htmx's ``request.htmx`` (its middleware sets it)."""
+
+    user: User
+    htmx: HtmxDetails
+
+
+# Each user's role is read once per request and kept on the user object.
+_ROLE_CACHE = "_runway_role"
+
+
 def role_of(user: AbstractBaseUser | AnonymousUser) -> Role | None:
     """The highest role a user holds, or None."""
-    if not user.is_authenticated or not user.is_active:
+    if not isinstance(user, User) or not user.is_authenticated or not user.is_active:
         return None
-    if getattr(user, "is_superuser", False):
+    if user.is_superuser:
         return Role.ADMIN
-    cached = getattr(user, "_runway_role", False)
-    if cached is not False:
+    if hasattr(user, _ROLE_CACHE):
+        cached: Role | None = getattr(user, _ROLE_CACHE)
         return cached
-    names = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
+    names = set(user.groups.values_list("name", flat=True))
     held = [role for role in Role if role.label in names]
     role = max(held) if held else None
-    user._runway_role = role  # type: ignore[union-attr]
+    setattr(user, _ROLE_CACHE, role)
     return role
 
 
@@ -44,17 +57,17 @@ def has_role(user: AbstractBaseUser | AnonymousUser, needed: Role) -> bool:
     return role is not None and role >= needed
 
 
-def role_required(
+def role_required[R: HttpResponseBase](
     needed: Role,
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+) -> Callable[[Callable[..., R]], Callable[..., R | HttpResponse]]:
     """Log in first; then 403 unless the user holds ``needed`` (or a higher role).
 
     The 403 is answered here, not raised: it names the role needed and the role held, keeps the
     navigation, and logs one line without a traceback (``refusals.role_refusal``)."""
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., R]) -> Callable[..., R | HttpResponse]:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> R | HttpResponse:
             if not request.user.is_authenticated:
                 from django.contrib.auth.views import redirect_to_login
 
@@ -70,12 +83,12 @@ def role_required(
     return decorator
 
 
-def grant(user: AbstractBaseUser, role: Role) -> None:
+def grant(user: User, role: Role) -> None:
     group, _ = Group.objects.get_or_create(name=role.label)
-    user.groups.add(group)  # type: ignore[attr-defined]
+    user.groups.add(group)
     if role == Role.ADMIN:
         # Admins manage users and settings in Django's admin, which needs staff status.
-        user.is_staff = user.is_superuser = True  # type: ignore[attr-defined]
+        user.is_staff = user.is_superuser = True
         user.save(update_fields=["is_staff", "is_superuser"])
-    if hasattr(user, "_runway_role"):
-        del user._runway_role
+    if hasattr(user, _ROLE_CACHE):
+        delattr(user, _ROLE_CACHE)
