@@ -22,8 +22,16 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import conninfo, errors, sql
+from psycopg.abc import Params, QueryNoTemplate
 
 from dashboard.lib.secrets import DEFAULT_REQUIRE_AUTH
+
+# This module is the only one that imports the driver (an import-linter contract): what the rest
+# of Runway names of it (a connection's type, the errors it raises, ``errors`` and ``sql``) it
+# names through here.
+Connection = psycopg.Connection
+Error = psycopg.Error
+OperationalError = psycopg.OperationalError
 
 PROBLEM_MESSAGES = {
     "malformed_dsn": "The connection string cannot be parsed",
@@ -337,6 +345,16 @@ def classify(exc: Exception) -> str:
     return "error"
 
 
+def _one(
+    conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None
+) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, ``SHOW``, a call)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:  # not for any query this module runs
+        raise psycopg.ProgrammingError("the query returned no row")
+    return tuple(row)
+
+
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or exc.__class__.__name__
@@ -369,7 +387,7 @@ def read_wal(conn: psycopg.Connection) -> dict[str, Any]:
                 "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(_WAL_SETTINGS)]
             ).fetchall()
         )
-        wal["in_recovery"] = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+        wal["in_recovery"] = _one(conn, "SELECT pg_is_in_recovery()")[0]
     except psycopg.Error as exc:
         wal["settings_error"] = _first_line(exc)
         settings = {}
@@ -406,7 +424,7 @@ def probe(dsn: str, password: str | None, *, timeout: int = 5) -> Probe:
     try:
         with connect(dsn, password, timeout=timeout) as conn:
             latency = (time.monotonic() - started) * 1000
-            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            version = _one(conn, "SHOW server_version")[0]
             wal = read_wal(conn)
             sizes = table_sizes(conn)
             try:
@@ -664,8 +682,7 @@ def export_snapshot(conn: psycopg.Connection) -> str:
         raise ValueError("export_snapshot needs a connection with autocommit off")
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
-    row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-    return str(row[0])  # type: ignore[index]
+    return str(_one(conn, "SELECT pg_export_snapshot()")[0])
 
 
 class MissingTables(ValueError):
@@ -679,9 +696,7 @@ def _table_ident(name: str) -> sql.Identifier:
 def check_tables(conn: psycopg.Connection, tables: list[str]) -> None:
     """MissingTables naming each of ``tables`` that does not exist (no error in the transaction)."""
     missing = [
-        name
-        for name in tables
-        if conn.execute("SELECT to_regclass(%s)", (_quoted(name),)).fetchone()[0] is None  # type: ignore[index]
+        name for name in tables if _one(conn, "SELECT to_regclass(%s)", (_quoted(name),))[0] is None
     ]
     if missing:
         raise MissingTables(
@@ -699,13 +714,13 @@ def row_counts(conn: psycopg.Connection, tables: list[str]) -> dict[str, int]:
     counts = {}
     for name in tables:
         query = sql.SQL("SELECT count(*) FROM {}").format(_table_ident(name))
-        counts[name] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+        counts[name] = int(_one(conn, query)[0])
     return counts
 
 
 def alembic_revision(conn: psycopg.Connection) -> str:
     """The ``alembic_version`` revision(s), comma-joined; "" when there is no such table."""
-    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:  # type: ignore[index]
+    if _one(conn, "SELECT to_regclass('alembic_version')")[0] is None:
         return ""
     rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY 1").fetchall()
     return ",".join(str(row[0]) for row in rows)
@@ -719,13 +734,14 @@ USERS_QUERY = (
 
 def users_summary(conn: psycopg.Connection) -> dict[str, Any] | None:
     """The seed's user/plan query, or None when the database has no users(plan_id, created_at)."""
-    has = conn.execute(
+    (has,) = _one(
+        conn,
         "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('users') "
-        "AND attname IN ('plan_id', 'created_at') AND NOT attisdropped"
-    ).fetchone()[0]  # type: ignore[index]
+        "AND attname IN ('plan_id', 'created_at') AND NOT attisdropped",
+    )
     if has != 2:
         return None
-    user_count, plan_count, latest = conn.execute(USERS_QUERY).fetchone()  # type: ignore[misc]
+    user_count, plan_count, latest = _one(conn, USERS_QUERY)
     return {
         "user_count": int(user_count),
         "plan_count": int(plan_count),
@@ -795,7 +811,7 @@ def orphan_count(conn: psycopg.Connection, fk: ForeignKey) -> int:
             sql.SQL("{} = {}").format(p, c) for p, c in zip(parent, child, strict=True)
         ),
     )
-    return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+    return int(_one(conn, query)[0])
 
 
 def create_database(conn: psycopg.Connection, name: str) -> None:
@@ -860,11 +876,12 @@ def long_transactions(conn: psycopg.Connection, seconds: float) -> list[dict[str
 
 def hidden_sessions(conn: psycopg.Connection) -> int:
     """Sessions in this database whose activity the role may not read (no pg_read_all_stats)."""
-    row = conn.execute(
+    (count,) = _one(
+        conn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND backend_type IS NULL"
-    ).fetchone()
-    return int(row[0])  # type: ignore[index]
+        "AND pid <> pg_backend_pid() AND backend_type IS NULL",
+    )
+    return int(count)
 
 
 def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
@@ -942,9 +959,9 @@ def runs_from(conn: psycopg.Connection, data_dir: str) -> bool | None:
         return False
     except (PermissionError, NotADirectoryError, IsADirectoryError):
         return None
-    started, port = conn.execute(
-        "SELECT extract(epoch FROM pg_postmaster_start_time()), current_setting('port')"
-    ).fetchone()  # type: ignore[misc]
+    started, port = _one(
+        conn, "SELECT extract(epoch FROM pg_postmaster_start_time()), current_setting('port')"
+    )
     try:
         file_started, file_port = int(lines[2]), lines[3].strip()
     except (IndexError, ValueError):
@@ -980,12 +997,13 @@ def pg_isready(dsn: str, server_version: int | None = None, timeout: int = 5) ->
 def other_sessions(conn: psycopg.Connection, dbname: str) -> int:
     """Sessions connected to ``dbname`` other than ``conn``'s own. Autovacuum workers are left
     out: ``CREATE DATABASE ... TEMPLATE`` ends them itself."""
-    row = conn.execute(
+    (count,) = _one(
+        conn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
         "AND backend_type IS DISTINCT FROM 'autovacuum worker'",
         (dbname,),
-    ).fetchone()
-    return int(row[0])  # type: ignore[index]
+    )
+    return int(count)
 
 
 def can_clone(conn: psycopg.Connection, template: str) -> bool:
@@ -1041,7 +1059,7 @@ def lock_waits(conn: psycopg.Connection) -> list[LockWait]:
         if conn.info.server_version >= 140000
         else "coalesce(a.query_start, clock_timestamp())"
     )
-    rows = conn.execute(_LOCK_WAITS.format(start=start)).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(sql.SQL(_LOCK_WAITS).format(start=sql.SQL(start))).fetchall()
     return [
         LockWait(
             pid=int(row[0]),
@@ -1123,7 +1141,7 @@ def table_sizes(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
         if rows < 0 and kind != "p":
             if heap < _COUNT_BELOW_BYTES:
                 query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
-                rows = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+                rows = int(_one(conn, query)[0])
             else:
                 rows = -1
         sizes[key] = (rows, int(total))

@@ -22,17 +22,21 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-# Run isolated (-I): not even this folder is on sys.path, so a revision's imports never reach
-# Runway's files. The one sibling it needs is loaded by its path.
-_spec = importlib.util.spec_from_file_location(
-    "revision_files", Path(__file__).resolve().with_name("revision_files.py")
-)
-assert _spec is not None and _spec.loader is not None
-rf = importlib.util.module_from_spec(_spec)
-sys.modules["revision_files"] = rf
-_spec.loader.exec_module(rf)
+if TYPE_CHECKING:  # the same file the worker loads by its path below
+    from dashboard.lib.alembic import revision_files as rf
+else:
+    # Run isolated (-I): not even this folder is on sys.path, so a revision's imports never
+    # reach Runway's files. The one sibling it needs is loaded by its path.
+    _spec = importlib.util.spec_from_file_location(
+        "revision_files", Path(__file__).resolve().with_name("revision_files.py")
+    )
+    assert _spec is not None and _spec.loader is not None
+    rf = importlib.util.module_from_spec(_spec)
+    sys.modules["revision_files"] = rf
+    _spec.loader.exec_module(rf)
 
 import sqlalchemy as sa  # noqa: E402
 from alembic.operations import Operations  # noqa: E402
@@ -155,6 +159,7 @@ def _untyped_literal(self: Any, dialect: Any) -> Any:
     return process
 
 
+# Patched on the class, in this worker process only: SQLAlchemy has no hook for it.
 sqltypes.NullType.literal_processor = _untyped_literal  # type: ignore[method-assign]
 
 
@@ -178,7 +183,7 @@ def _bind(statement: Any, params: Any) -> Any:
 
 
 def _caller_line(path: Path) -> int | None:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename == str(path):
             return frame.f_lineno
@@ -241,7 +246,8 @@ class _Offline:
 
     def start(self) -> io.StringIO:
         self.buffer = io.StringIO()
-        self.context.output_buffer = self.context.impl.output_buffer = self.buffer
+        # The context reads its own output_buffer only when it is configured; its impl writes.
+        self.context.impl.output_buffer = self.buffer
         self.context.connection = self.context.impl.connection = self.stdout
         return self.buffer
 
@@ -266,6 +272,7 @@ def _render(
     context, impl = offline.context, offline.context.impl
     if direction == "upgrade" and not job["parents"]:
         context._ensure_version_table()  # CREATE TABLE alembic_version, as Alembic renders it
+    # A stand-in that refuses reads; typed as SQLAlchemy's Connection, which it cannot subclass.
     context.connection = impl.connection = offline.bind  # type: ignore[assignment]
     lines: list[list[int | None]] = []
     at = [buffer.getvalue().count("\n")]
@@ -276,7 +283,9 @@ def _render(
         write(text)
         at[0] += text.count("\n") + 2  # static_output adds a blank line
 
+    # Alembic has no hook for its output: this instance's method is replaced, on purpose.
     impl.static_output = static_output  # type: ignore[method-assign]
+    # No ScriptDirectory: the project's scripts are never run through Alembic's environment.
     env = EnvironmentContext(_config(), None)  # type: ignore[arg-type]
     env.context_opts = {"as_sql": True, "literal_binds": True}
     env._migration_context = context

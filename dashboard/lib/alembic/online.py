@@ -297,6 +297,7 @@ class Session:
             connection=connection,
             opts={"transaction_per_migration": True, "as_sql": False},
         )
+        # No ScriptDirectory: the project's scripts are never run through Alembic's environment.
         environment = EnvironmentContext(_config(), None)  # type: ignore[arg-type]
         environment.context_opts = {"as_sql": False}
         environment._migration_context = context

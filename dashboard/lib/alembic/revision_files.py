@@ -62,7 +62,7 @@ class _Placeholder:
 
     __iter__ = __len__ = __bool__ = __str__ = __int__ = __float__ = __index__ = _use
     __getitem__ = __contains__ = __eq__ = __lt__ = __gt__ = __add__ = __or__ = _use
-    __hash__ = None  # type: ignore[assignment]
+    # Unhashable, as any class that defines __eq__ and not __hash__.
 
     def __repr__(self) -> str:
         return f"<missing {object.__getattribute__(self, '_path')}>"

@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -233,7 +232,7 @@ class Command(BaseCommand):
                 current = [c for c in pg.alembic_revision(conn).split(",") if c]
         except pg.BadDsn as exc:
             raise CommandError(f"{db.name}: {exc}", returncode=BAD_INPUT) from None
-        except psycopg.Error as exc:
+        except pg.Error as exc:
             problem = pg.classify(exc)
             detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
             raise CommandError(
