@@ -6,15 +6,15 @@ Starts its own PostgreSQL cluster and S3 endpoint (moto's server, in its own pro
 analytics bot schema (``--users``, about 1.2 kB per user in all tables), then alternates, round by
 round (median of ``--runs``):
 
-- Runway: ``perform_backup`` to the S3 endpoint (pg_dump -Fc -Z0 | zstd -T0 -1 | gpg AES256 ->
-  multipart upload; row counts in the dump's snapshot), in a fresh process whose peak memory is
-  read from /proc (VmHWM). The S3 endpoint shares the machine's cores: its own CPU time per
-  backup is printed. For scale, the same backup to a local folder too;
+- Runway: a backup job (``jobs.run("backup", id)``) to the S3 endpoint (pg_dump -Fc -Z0 |
+  zstd -T0 -1 | gpg AES256 -> multipart upload; row counts in the dump's snapshot), in a fresh
+  process whose peak memory is read from /proc (VmHWM). The S3 endpoint shares the machine's
+  cores: its own CPU time per backup is printed. For scale, the same backup to a local folder too;
 - the floor: bare ``pg_dump -Fc -Z0 > /dev/null``;
 - the seed's script: ``pg_dump | gzip -6 | gpg --symmetric --cipher-algo AES256 > /dev/null``
   (plain format, gpg's default compression, as its backup-system.sh; no upload, which favours it).
 
-Then validation: Runway's ``perform_validation`` (fetch, decrypt, zstd -d, pg_restore into a
+Then validation: Runway's validation job (fetch, decrypt, zstd -d, pg_restore into a
 scratch database, integrity queries, drop) against a bare ``pg_restore`` of the same dump (already
 decrypted and decompressed on disk) into a new database plus the same queries, then drop.
 
@@ -56,12 +56,13 @@ def child_backup(backup_id: int) -> None:
     import django
 
     django.setup()
-    from dashboard.backups import pipeline
+    from dashboard.backups.models import Backup
+    from dashboard.jobs import lifecycle as jobs
 
     started = time.perf_counter()
-    backup = pipeline.perform_backup(backup_id)
+    backup = jobs.run("backup", backup_id)
     elapsed = time.perf_counter() - started
-    assert backup is not None and backup.state == "completed", backup and backup.error
+    assert isinstance(backup, Backup) and backup.completed, backup and backup.error
     print(json.dumps({"seconds": elapsed, "size": backup.size_bytes, "vm_hwm_kb": vm_hwm_kb()}))
 
 
@@ -189,8 +190,9 @@ def run_bench(
     call_command("migrate", verbosity=0)
 
     from dashboard.backups import pipeline, validation
-    from dashboard.backups.models import Backup, BackupPolicy
+    from dashboard.backups.models import Backup, BackupPolicy, Validation
     from dashboard.databases.models import ManagedDatabase
+    from dashboard.jobs import lifecycle as jobs
     from dashboard.lib import pg, s3
 
     s3.client().create_bucket(Bucket="bench")
@@ -298,10 +300,9 @@ def run_bench(
             conn.execute("DROP DATABASE bare_restore WITH (FORCE)")
 
     def runway_validation() -> None:
-        proof = validation.perform_validation(
-            validation.request_validation(None, backup, enqueue=False).pk
-        )
-        assert proof is not None and proof.state == "passed", proof and proof.error
+        requested = validation.request_validation(None, backup, enqueue=False)
+        proof = jobs.run("validation", requested.pk)
+        assert isinstance(proof, Validation) and proof.outcome == "passed", proof and proof.error
 
     validate_s: list[float] = []
     bare_s: list[float] = []

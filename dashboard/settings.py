@@ -205,8 +205,11 @@ RUNWAY_S3_SECRET_ACCESS_KEY = env("RUNWAY_S3_SECRET_ACCESS_KEY") or None
 # CREATEDB) when set, else on the source database's own server with the source's credentials.
 RUNWAY_SCRATCH_DSN = env("RUNWAY_SCRATCH_DSN")
 RUNWAY_SCRATCH_PASSWORD_REF = env("RUNWAY_SCRATCH_PASSWORD_REF")
-# A running backup or validation whose worker has not reported for this long is reaped.
-RUNWAY_BACKUP_STALE_SECONDS = envint("RUNWAY_BACKUP_STALE_SECONDS", 300)
+# RUNWAY_BACKUP_STALE_SECONDS (older name) is mapped onto the backup and validation job kinds'
+# timeout (300 s by default); RUNWAY_JOB_STALE_SECONDS naming a kind wins.
+if env("RUNWAY_BACKUP_STALE_SECONDS"):
+    for _kind in ("backup", "validation"):
+        RUNWAY_JOB_STALE_SECONDS.setdefault(_kind, envint("RUNWAY_BACKUP_STALE_SECONDS", 300))
 # Audit reports: a PDF lists at most this many events (CSV and JSON exports hold them all).
 RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 1000)
 
@@ -233,18 +236,6 @@ CELERY_BEAT_SCHEDULE = {
     "reap-jobs": {
         "task": "dashboard.jobs.tasks.reap_jobs",
         "schedule": 60.0,
-    },
-    "reap-stale-backups": {
-        "task": "dashboard.backups.tasks.reap_stale_backups",
-        "schedule": 5 * 60.0,
-    },
-    "reap-stale-rehearsals": {
-        "task": "dashboard.schema.tasks.reap_stale_rehearsals",
-        "schedule": 5 * 60.0,
-    },
-    "reap-stale-run-steps": {
-        "task": "runbooks.tasks.reap_stale_steps",
-        "schedule": 5 * 60.0,
     },
 }
 

@@ -152,6 +152,32 @@ S3_SECRET_KEY = "runway-test-secret"
 BACKUP_PASSPHRASE = "correct horse battery staple"
 
 
+def backup_outcome(outcome: str) -> dict[str, Any]:
+    """The job fields of a Backup row that the pages call ``outcome``: "completed" is a
+    succeeded backup, "pruned" a succeeded one with ``pruned_at``; any other word is the state
+    itself (queued, running, failed, interrupted, cancelled)."""
+    from django.utils import timezone
+
+    if outcome == "completed":
+        return {"state": "succeeded"}
+    if outcome == "pruned":
+        return {"state": "succeeded", "pruned_at": timezone.now()}
+    return {"state": outcome}
+
+
+def validation_outcome(outcome: str) -> dict[str, Any]:
+    """The job fields of a Validation row with that outcome: "passed" (it ran, every check
+    held), "failed" (it ran and a check failed: succeeded, not passed), "could not run" (the job
+    failed); any other word is the state itself (queued, running, interrupted, cancelled)."""
+    if outcome == "passed":
+        return {"state": "succeeded", "passed": True}
+    if outcome == "failed":
+        return {"state": "succeeded", "passed": False}
+    if outcome == "could not run":
+        return {"state": "failed"}
+    return {"state": outcome}
+
+
 def s3_client(endpoint: str, **kwargs: Any) -> Any:
     """A plain boto3 client on the test S3 endpoint (no Runway code in between)."""
     import boto3

@@ -81,7 +81,7 @@ def _url(name: str) -> str:
     if name in ("backup-detail", "backup-validate"):
         from dashboard.backups.models import Backup
 
-        kwargs["backup_id"] = Backup.objects.create(database=db, state="completed").pk
+        kwargs["backup_id"] = Backup.objects.create(database=db, state="succeeded").pk
     if name in ("schema-revision", "schema-accept"):
         kwargs["rev"] = "0017"
     if name == "schema-gate-run":

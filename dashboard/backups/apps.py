@@ -8,6 +8,7 @@ class BackupsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
+        from dashboard.backups import pipeline, validation  # noqa: F401  (register their job kinds)
         from dashboard.databases.models import ManagedDatabase
 
         post_save.connect(_schedule_new_database, sender=ManagedDatabase, dispatch_uid="schedules")

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs.models import Job, JobQuerySet, JobState
 
 
 class BackupPolicy(models.Model):
@@ -51,23 +54,49 @@ class Compression(models.TextChoices):
     NONE = "none", "none"
 
 
-class BackupState(models.TextChoices):
+class BackupOutcome(models.TextChoices):
+    """What a page says about a backup: its job state, except that a succeeded backup reads
+    "completed" while its object is stored and "pruned" once retention deleted it."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
     PRUNED = "pruned", "Pruned"
+    FAILED = "failed", "Failed"
+    INTERRUPTED = "interrupted", "Interrupted"
+    CANCELLED = "cancelled", "Cancelled"
 
 
-class Backup(models.Model):
-    """One dump of one database, compressed, encrypted, stored. Never holds the passphrase."""
+class BackupQuerySet(JobQuerySet):
+    def completed(self) -> BackupQuerySet:
+        """Backups that succeeded and are still stored: the only ones that count (for the RPO,
+        the gates, retention, validation). Never a failed, interrupted or cancelled one."""
+        return self.filter(state=JobState.SUCCEEDED, pruned_at__isnull=True)
+
+    def validated(self) -> BackupQuerySet:
+        """Completed backups with at least one passed validation."""
+        return self.completed().filter(pk__in=Validation.objects.passed().values("backup_id"))
+
+
+BackupManager = models.Manager.from_queryset(BackupQuerySet)
+
+
+class Backup(Job):
+    """One dump of one database, compressed, encrypted, stored. Never holds the passphrase.
+
+    A job of kind ``backup`` (see pipeline.py): queued, running (``progress_bytes`` moves with
+    its heartbeat), then succeeded (stored, with size, sha256, counts and revision), failed (with
+    the reason), interrupted (its worker died; the reaper removed its partial object) or
+    cancelled. Retention prunes a succeeded backup by deleting its object and setting
+    ``pruned_at``: the state stays succeeded (it was taken), the page says "Pruned", and nothing
+    counts it as a backup one could restore (:meth:`BackupQuerySet.completed`).
+    """
 
     database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, related_name="backups")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reason = models.CharField(max_length=200, blank=True, help_text="e.g. scheduled, pre-migration")
-    state = models.CharField(max_length=10, choices=BackupState.choices, default=BackupState.QUEUED)
     format = models.CharField(max_length=10, choices=DumpFormat.choices, default=DumpFormat.CUSTOM)
     compression = models.CharField(
         max_length=10, choices=Compression.choices, default=Compression.ZSTD
@@ -86,13 +115,10 @@ class Backup(models.Model):
         default=dict, blank=True, help_text="the seed's user/plan query, same snapshot"
     )
     created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
+
+    objects: ClassVar[BackupManager] = BackupManager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -102,8 +128,24 @@ class Backup(models.Model):
         return f"backup #{self.pk} of {self.database}"
 
     @property
-    def is_done(self) -> bool:
-        return self.state in (BackupState.COMPLETED, BackupState.FAILED, BackupState.PRUNED)
+    def completed(self) -> bool:
+        """Succeeded and still stored: restorable, countable."""
+        return self.state == JobState.SUCCEEDED and self.pruned_at is None
+
+    @property
+    def outcome(self) -> str:
+        if self.state == JobState.SUCCEEDED:
+            return BackupOutcome.PRUNED if self.pruned_at else BackupOutcome.COMPLETED
+        return str(self.state)
+
+    @property
+    def outcome_label(self) -> str:
+        return str(BackupOutcome(self.outcome).label)
+
+    @property
+    def badge(self) -> str:
+        """The badge's css class suffix (b-ok, b-muted, b-failed, b-interrupted, ...)."""
+        return {"completed": "ok", "pruned": "muted"}.get(self.outcome, self.outcome)
 
     @property
     def age(self) -> timedelta | None:
@@ -112,36 +154,75 @@ class Backup(models.Model):
     def latest_validation(self) -> Validation | None:
         return self.validations.order_by("-created_at").first()
 
+    def prune(self, now: datetime) -> bool:
+        """Mark a completed backup pruned (its object is gone); False when it was not completed
+        (any more). The state stays succeeded."""
+        moved = type(self).objects.completed().filter(pk=self.pk).update(pruned_at=now)
+        if moved:
+            self.pruned_at = now
+        return bool(moved)
 
-class ValidationState(models.TextChoices):
+
+class ValidationOutcome(models.TextChoices):
+    """What a page says about a validation: passed or failed once it ended, else its state."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     PASSED = "passed", "Passed"
     FAILED = "failed", "Failed"
+    INTERRUPTED = "interrupted", "Interrupted"
+    CANCELLED = "cancelled", "Cancelled"
 
 
-class Validation(models.Model):
-    """A restore of one backup into a scratch database, with integrity queries and timings."""
+def validation_outcome(prefix: str = "") -> Case:
+    """The outcome as an SQL expression (``prefix`` reaches a validation through a relation,
+    e.g. ``"validations__"``), for annotations and subqueries."""
+    succeeded = {f"{prefix}state": JobState.SUCCEEDED}
+    return Case(
+        When(**succeeded, **{f"{prefix}passed": True}, then=Value(ValidationOutcome.PASSED)),
+        When(**succeeded, then=Value(ValidationOutcome.FAILED)),
+        default=F(f"{prefix}state"),
+        output_field=models.CharField(),
+    )
+
+
+class ValidationQuerySet(JobQuerySet):
+    def passed(self) -> ValidationQuerySet:
+        return self.filter(state=JobState.SUCCEEDED, passed=True)
+
+
+ValidationManager = models.Manager.from_queryset(ValidationQuerySet)
+
+
+class Validation(Job):
+    """A restore of one backup into a scratch database, with integrity queries and timings.
+
+    A job of kind ``validation`` (see validation.py). It *succeeded* when it ran to a verdict:
+    the backup was fetched, decrypted and restored, and the integrity queries ran; ``passed``
+    says whether every check held (``passed = False``: it ran and found problems, named in
+    ``error`` and ``checks``). It *failed* when it could not reach a verdict: the backup did not
+    decrypt or restore, the scratch database could not be made or dropped, the store could not
+    be read (``passed`` stays None; ``error`` says why). Interrupted: its worker died (the
+    reaper dropped its scratch database). The pages say "Passed" only for succeeded with
+    ``passed``, and "Failed" for both other ends.
+    """
 
     backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="validations")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    state = models.CharField(
-        max_length=10, choices=ValidationState.choices, default=ValidationState.QUEUED
-    )
     created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     scratch_database = models.CharField(max_length=63, blank=True)
     restore_s = models.FloatField(null=True, blank=True)
     queries_s = models.FloatField(null=True, blank=True)
     checks = models.JSONField(
         default=list, blank=True, help_text="[{name, ok, expected, found, detail}]"
     )
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+    passed = models.BooleanField(
+        null=True, blank=True, help_text="every integrity check held (set when it succeeded)"
+    )
+
+    objects: ClassVar[ValidationManager] = ValidationManager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -150,5 +231,15 @@ class Validation(models.Model):
         return f"validation #{self.pk} of backup #{self.backup_id}"
 
     @property
-    def is_done(self) -> bool:
-        return self.state in (ValidationState.PASSED, ValidationState.FAILED)
+    def outcome(self) -> str:
+        if self.state == JobState.SUCCEEDED:
+            return ValidationOutcome.PASSED if self.passed else ValidationOutcome.FAILED
+        return str(self.state)
+
+    @property
+    def outcome_label(self) -> str:
+        return str(ValidationOutcome(self.outcome).label)
+
+    @property
+    def badge(self) -> str:
+        return "ok" if self.outcome == ValidationOutcome.PASSED else self.outcome

@@ -1,7 +1,8 @@
 """Taking a backup: dump -> compress -> encrypt -> store, streamed end to end.
 
-:func:`request_backup` records the wish (audited) and queues the task; :func:`perform_backup` (the
-task, or ``manage.py backup``) claims the row with a conditional UPDATE and runs::
+:func:`request_backup` records the wish (audited) and asks the job lifecycle for a job of kind
+``backup`` (:mod:`dashboard.jobs.lifecycle`); a worker (or ``manage.py backup``, or a runbook
+step, through ``jobs.run("backup", id)``) claims it and calls :func:`perform`, which runs::
 
     pg_dump --snapshot=S -Fc -Z0 | zstd -T0 -1 | gpg --symmetric AES256 | Runway -> store
 
@@ -16,9 +17,13 @@ dump uses: Runway opens a REPEATABLE READ transaction, exports its snapshot for 
 in that transaction while pg_dump runs.
 
 Failures end in a failed backup with the failing tool's reason; only transient ones (the network,
-an unreachable server) raise :class:`TransientBackupError` so that the task retries. A worker
-that dies mid-backup leaves a running row with a stale heartbeat and the id of its upload:
-:func:`reap_stale` (periodic) and a redelivered task abort that upload and fail the row.
+an unreachable server) raise :class:`jobs.Transient`, after removing what the attempt stored, so
+that the lifecycle queues it again (with backoff, up to the kind's ``max_attempts``). Progress
+(bytes stored) goes out with the lifecycle's heartbeat. A worker that dies mid-backup leaves a
+running row whose heart stopped and the id of its upload: the lifecycle's reaper interrupts it
+and :func:`clean_up_interrupted` aborts the upload (or deletes the partial local file). A worker
+that is still alive when that happens sees it at its next heartbeat, stops, and never completes
+the row.
 """
 
 from __future__ import annotations
@@ -35,37 +40,33 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import psycopg
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
-from dashboard.backups.models import (
-    Backup,
-    BackupPolicy,
-    BackupState,
-    Compression,
-    DumpFormat,
-)
+from dashboard.backups.models import Backup, BackupPolicy, Compression, DumpFormat
 from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 from dashboard.lib import gpg, pg, s3, storage
 from dashboard.lib.secrets import SecretError
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_EVERY_S = 2.0
+PROGRESS_EVERY_S = 2.0  # the kinds' heartbeat: progress on the page moves this often
 PIPE_SIZE = 1024 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 DIRECTORY_JOBS = 2
-WORKER_DIED = "The worker died mid-backup (no heartbeat since {since})."
+# A backup or validation whose heart stopped this long ago is interrupted by the reaper
+# (RUNWAY_JOB_STALE_SECONDS overrides it per kind; see settings.py for RUNWAY_BACKUP_STALE_SECONDS).
+STALE_AFTER_S = 300
 
 
 class BackupError(RuntimeError):
@@ -75,11 +76,7 @@ class BackupError(RuntimeError):
 
 
 class Abandoned(BackupError):
-    """The row stopped being ours while we ran (a reaper marked it failed)."""
-
-
-class TransientBackupError(RuntimeError):
-    """A transient failure (network, unreachable server): the row is queued again; retry."""
+    """The row stopped being ours while we ran (the reaper interrupted it)."""
 
 
 # --- The programs and the pipes between them ---
@@ -259,26 +256,24 @@ class _Source:
                 return data
 
 
-class _Heartbeat:
-    """Progress and liveness on the row, at most every PROGRESS_EVERY_S seconds."""
+class Ticker:
+    """What the pipeline calls while it works (at least every second): the bytes stored so far
+    go out with the lifecycle's next heartbeat; a job the reaper took from us, or one asked to
+    stop, stops here."""
 
-    def __init__(self, backup_id: int) -> None:
-        self.backup_id = backup_id
-        self.last = 0.0
+    def __init__(self, context: jobs.Context, what: str = "backup") -> None:
+        self.context = context
+        self.what = what
 
-    def __call__(self, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY_S:
-            return
-        self.last = now
-        alive = Backup.objects.filter(pk=self.backup_id, state=BackupState.RUNNING).update(
-            progress_bytes=total, heartbeat_at=timezone.now()
-        )
-        if not alive:
+    def __call__(self, total: int | None = None) -> None:
+        if total is not None:
+            self.context.progress(progress_bytes=total)
+        if self.context.lost:
             raise Abandoned(
-                "The backup was marked failed while it ran (its heartbeat was late); "
-                "this attempt stopped and removed its upload."
+                f"The {self.what} was interrupted while it ran (its heartbeat was late); "
+                "this attempt stopped and removed what it had written."
             )
+        self.context.check_cancelled()
 
 
 # --- Requesting and performing ---
@@ -308,9 +303,7 @@ def request_backup(
     enqueue: bool = True,
 ) -> Backup:
     """Record a backup to take (audited) and queue it for a worker (``enqueue=False``: the caller
-    performs it itself)."""
-    from dashboard.backups.tasks import run_backup
-
+    runs it itself, with ``jobs.run("backup", backup.pk)``)."""
     fmt = format or settings.RUNWAY_BACKUP_FORMAT
     packing = compression or settings.RUNWAY_BACKUP_COMPRESSION
     if fmt not in DumpFormat.values:
@@ -332,50 +325,37 @@ def request_backup(
         details={"database": db.name, "format": fmt, "compression": packing, "reason": reason},
     )
     if enqueue:
-        run_backup.delay_on_commit(backup.pk)
+        jobs.enqueue(backup)
     return backup
 
 
-def _claim(backup_id: int) -> bool:
-    now = timezone.now()
+def perform(backup: Backup, context: jobs.Context) -> None:
+    """The job's work (the lifecycle has claimed ``backup``): take it and end it, audited.
+
+    A transient failure removes what the attempt stored and raises :class:`jobs.Transient` (the
+    lifecycle queues it again); any other failure ends in a failed backup with its reason."""
     with transaction.atomic():
-        claimed = Backup.objects.filter(pk=backup_id, state=BackupState.QUEUED).update(
-            state=BackupState.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            progress_bytes=0,
-            error="",
+        Backup.objects.filter(pk=backup.pk).update(progress_bytes=0, storage_url="", upload_id="")
+        record(
+            None,
+            "backup.started",
+            backup,
+            details={"attempt": backup.attempts, "worker": context.worker},
         )
-        if claimed:
-            backup = Backup.objects.get(pk=backup_id)
-            record(None, "backup.started", backup, details={"attempt": backup.attempts})
-    return bool(claimed)
-
-
-def perform_backup(backup_id: int, *, retries_left: int = 0) -> Backup | None:
-    """Take the queued backup ``backup_id``; None when it is not ours to take (safe to run twice).
-
-    A transient failure with ``retries_left`` puts the row back in the queue and raises
-    TransientBackupError (the task retries); any other failure, or the last attempt, ends in a
-    failed backup. A running row with a stale heartbeat (its worker died: this call is the task
-    redelivered) is failed and its upload aborted.
-    """
-    if not _claim(backup_id):
-        reaped = reap_stale(backup_id=backup_id)
-        return reaped[0] if reaped else None
-    backup = Backup.objects.select_related("database").get(pk=backup_id)
     started = time.monotonic()
     try:
-        taken = _take(backup, _Heartbeat(backup.pk))
+        taken = _take(backup, Ticker(context))
+    except jobs.Cancelled:
+        _forget_leftovers(backup.pk)
+        raise
     except Exception as exc:
         message, transient = describe(exc)
         duration = time.monotonic() - started
-        if transient and retries_left > 0 and _clean_leftovers(Backup.objects.get(pk=backup_id)):
-            _requeue(backup_id, message)
-            raise TransientBackupError(message) from exc
-        return _fail(backup_id, message, duration=duration, transient=transient)
-    return _complete(backup_id, taken, duration=time.monotonic() - started)
+        if transient and not context.lost and _forget_leftovers(backup.pk):
+            raise jobs.Transient(message) from exc
+        _fail(backup, message, duration=duration, transient=transient)
+        return
+    _complete(backup, taken, duration=time.monotonic() - started)
 
 
 @dataclass
@@ -386,7 +366,7 @@ class _Taken:
     facts: dict[str, Any]
 
 
-def _take(backup: Backup, heartbeat: _Heartbeat) -> _Taken:
+def _take(backup: Backup, heartbeat: Ticker) -> _Taken:
     passphrase = gpg.check_passphrase(settings.RUNWAY_BACKUP_PASSPHRASE)
     db = backup.database
     password = credentials.password(db)
@@ -409,7 +389,7 @@ def _take(backup: Backup, heartbeat: _Heartbeat) -> _Taken:
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="snapshot-counts"))
         sealer = stack.enter_context(gpg.Gpg(passphrase))
         chain = stack.enter_context(Chain())
-        beat = lambda: heartbeat(0)  # noqa: E731
+        beat = lambda: heartbeat()  # noqa: E731
         if backup.format == DumpFormat.DIRECTORY:
             folder = Path(stack.enter_context(scratch_folder("runway-dump-")))
             dump_dir = folder / "dump"
@@ -482,7 +462,7 @@ def _take(backup: Backup, heartbeat: _Heartbeat) -> _Taken:
 
 
 def _snapshot_facts(
-    conn: psycopg.Connection, tables: list[str]
+    conn: pg.Connection, tables: list[str]
 ) -> tuple[dict[str, int], str, dict[str, Any]]:
     counts = pg.row_counts(conn, tables)
     revision = pg.alembic_revision(conn)
@@ -500,25 +480,23 @@ def describe(exc: BaseException) -> tuple[str, bool]:
         return f"{pg.PROBLEM_MESSAGES['secret']}: {exc}", False
     if isinstance(exc, pg.BadDsn | pg.MissingTables):
         return str(exc), False
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, pg.OperationalError):
         problem = pg.classify(exc)
         first = pg.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         return f"{pg.PROBLEM_MESSAGES[problem]}: {first}", problem in ("unreachable", "timeout")
-    if isinstance(exc, psycopg.Error):
+    if isinstance(exc, pg.Error):
         first = pg.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         return f"The database refused: {first}", False
     logger.exception("backup failed unexpectedly", exc_info=exc)
     return f"Internal error: {exc.__class__.__name__}: {exc}", False
 
 
-# --- Ending: completed, failed, queued again; cleaning up ---
+# --- Ending: succeeded or failed; cleaning up ---
 
 
-def _complete(backup_id: int, taken: _Taken, *, duration: float) -> Backup:
-    now = timezone.now()
+def _complete(backup: Backup, taken: _Taken, *, duration: float) -> None:
     with transaction.atomic():
-        done = Backup.objects.filter(pk=backup_id, state=BackupState.RUNNING).update(
-            state=BackupState.COMPLETED,
+        done = backup.succeed(
             storage_url=taken.stored.url,
             upload_id="",
             size_bytes=taken.stored.size,
@@ -527,12 +505,9 @@ def _complete(backup_id: int, taken: _Taken, *, duration: float) -> Backup:
             revision=taken.revision,
             row_counts=taken.row_counts,
             facts=taken.facts,
-            heartbeat_at=now,
-            finished_at=now,
             duration_s=round(duration, 3),
             error="",
         )
-        backup = Backup.objects.select_related("database").get(pk=backup_id)
         if done:
             record(
                 None,
@@ -550,26 +525,22 @@ def _complete(backup_id: int, taken: _Taken, *, duration: float) -> Backup:
                 },
             )
     if not done:
-        # Reaped while finishing: the row says failed, so the object must not stay.
+        # Interrupted while finishing: the row is not succeeded, so the object must not stay.
         try:
             storage.delete(taken.stored.url)
         except (storage.StorageError, s3.S3Error):
-            logger.warning("could not delete %s of reaped backup #%s", taken.stored.url, backup_id)
-    return backup
+            logger.warning("could not delete %s of reaped backup #%s", taken.stored.url, backup.pk)
 
 
-def _fail(backup_id: int, message: str, *, duration: float | None, transient: bool) -> Backup:
-    cleaned = _clean_leftovers(Backup.objects.get(pk=backup_id))
-    now = timezone.now()
-    changes: dict[str, Any] = {"state": BackupState.FAILED, "error": message, "finished_at": now}
+def _fail(backup: Backup, message: str, *, duration: float | None, transient: bool) -> None:
+    cleaned = _clean_leftovers(Backup.objects.get(pk=backup.pk))
+    changes: dict[str, Any] = {}
     if duration is not None:
         changes["duration_s"] = round(duration, 3)
     if cleaned:
         changes.update(upload_id="", storage_url="")
     with transaction.atomic():
-        failed = Backup.objects.filter(pk=backup_id, state=BackupState.RUNNING).update(**changes)
-        backup = Backup.objects.select_related("database").get(pk=backup_id)
-        if failed:
+        if backup.fail(message, **changes):
             record(
                 None,
                 "backup.failed",
@@ -581,31 +552,21 @@ def _fail(backup_id: int, message: str, *, duration: float | None, transient: bo
                     "upload_removed": cleaned,
                 },
             )
-    return backup
 
 
-def _requeue(backup_id: int, message: str) -> None:
-    with transaction.atomic():
-        Backup.objects.filter(pk=backup_id, state=BackupState.RUNNING).update(
-            state=BackupState.QUEUED,
-            error=f"Retrying after a transient failure: {message}",
-            upload_id="",
-            storage_url="",
-            progress_bytes=0,
-        )
-        backup = Backup.objects.get(pk=backup_id)
-        record(
-            None,
-            "backup.retrying",
-            backup,
-            details={"reason": message, "attempts": backup.attempts},
-        )
+def _forget_leftovers(backup_id: int) -> bool:
+    """Remove what this attempt stored and clear the row's pointers to it (before a retry or a
+    cancel); True when nothing is left."""
+    if not _clean_leftovers(Backup.objects.get(pk=backup_id)):
+        return False
+    Backup.objects.filter(pk=backup_id).update(upload_id="", storage_url="", progress_bytes=0)
+    return True
 
 
 def _clean_leftovers(backup: Backup) -> bool:
     """Abort the row's open upload and remove any object at its URL; True when nothing is left.
 
-    Only for a backup that is not (or no longer) completed: its object can only be partial or
+    Only for a backup that is not (or no longer) succeeded: its object can only be partial or
     unwanted. Without an upload id nothing was written: the id is recorded before any data."""
     if not backup.storage_url or not backup.upload_id:
         return True
@@ -619,16 +580,20 @@ def _clean_leftovers(backup: Backup) -> bool:
     return True
 
 
+UNFINISHED = (JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
+
+
 def remove_leftovers(backup: Backup, actor: Actor | None = None, *, why: str = "") -> bool:
-    """Remove what a failed backup left in storage (an open upload, a partial or unwanted object)
-    and clear its pointers to it, audited; True when nothing is left."""
-    if backup.state != BackupState.FAILED:
-        raise ValueError(f"backup #{backup.pk} is {backup.state}, not failed")
+    """Remove what a backup that did not succeed (failed, interrupted, cancelled) left in
+    storage (an open upload, a partial or unwanted object) and clear its pointers to it,
+    audited; True when nothing is left."""
+    if backup.state not in UNFINISHED:
+        raise ValueError(f"backup #{backup.pk} is {backup.state}: its object is not a leftover")
     url, upload_id = backup.storage_url, backup.upload_id
     if not _clean_leftovers(backup):
         return False
     with transaction.atomic():
-        Backup.objects.filter(pk=backup.pk, state=BackupState.FAILED).update(
+        Backup.objects.filter(pk=backup.pk, state__in=UNFINISHED).update(
             upload_id="", storage_url=""
         )
         backup.refresh_from_db()
@@ -641,32 +606,35 @@ def remove_leftovers(backup: Backup, actor: Actor | None = None, *, why: str = "
     return True
 
 
+def clean_up_interrupted(backup: Backup) -> None:
+    """The kind's clean-up once the reaper interrupted it: abort its open S3 multipart upload
+    or delete its partial local file (audited). What cannot be removed now stays recorded on
+    the row, and retention removes it later."""
+    backup.refresh_from_db()
+    if backup.upload_id or backup.storage_url:
+        remove_leftovers(backup, why="interrupted: its worker stopped reporting")
+
+
 def stale_after() -> timedelta:
-    return timedelta(seconds=settings.RUNWAY_BACKUP_STALE_SECONDS)
+    """How long a running backup may go without a heartbeat (the backup kind's timeout): also
+    how old an upload no row knows must be before retention aborts it."""
+    return timedelta(seconds=BACKUP.stale_seconds())
 
 
-def reap_stale(*, now: datetime | None = None, backup_id: int | None = None) -> list[Backup]:
-    """Fail running backups whose heartbeat is older than :func:`stale_after` (their worker died):
-    abort the upload each left open, audit it. Returns the backups reaped."""
-    cutoff = (now or timezone.now()) - stale_after()
-    candidates = Backup.objects.filter(state=BackupState.RUNNING, heartbeat_at__lt=cutoff)
-    if backup_id is not None:
-        candidates = candidates.filter(pk=backup_id)
-    reaped = []
-    for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
-        assert heartbeat is not None  # filtered on it
-        since = heartbeat.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        message = WORKER_DIED.format(since=since)
-        with transaction.atomic():
-            taken = Backup.objects.filter(
-                pk=pk, state=BackupState.RUNNING, heartbeat_at=heartbeat
-            ).update(state=BackupState.FAILED, finished_at=timezone.now(), error=message)
-            if not taken:
-                continue  # it beat meanwhile, or another reaper got it
-            backup = Backup.objects.select_related("database").get(pk=pk)
-            record(None, "backup.failed", backup, details={"reason": message, "reaped": True})
-        # Failed first, then cleaned: a worker still alive after all sees it on its next beat.
-        remove_leftovers(backup, why="worker died mid-backup")
-        backup.refresh_from_db()
-        reaped.append(backup)
-    return reaped
+BACKUP = jobs.register(
+    jobs.Kind(
+        "backup",
+        Backup,
+        perform,
+        stale_after=STALE_AFTER_S,
+        # A backup waits behind others on a busy worker; one nobody took for an hour is lost.
+        queued_after=3600,
+        heartbeat_every=PROGRESS_EVERY_S,
+        # Three retries of a transient failure (the network, a server starting), 30 s, 60 s,
+        # 120 s apart.
+        max_attempts=4,
+        retry_backoff=30,
+        on_interrupted=clean_up_interrupted,
+        describe=lambda backup: f"backup #{backup.pk}",
+    )
+)

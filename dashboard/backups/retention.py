@@ -1,7 +1,9 @@
 """Retention: completed backups older than the policy's ``retention_days`` (30 by default) are
-deleted from storage and marked pruned, except the newest backup that passed a validation, which
-stays whatever its age (it may be the only proof of a restorable state). A backup being validated
-right now stays too. Failed backups' leftovers (an open multipart upload, a partial file) go
+deleted from storage and marked pruned (``pruned_at``; the job stays succeeded), except the
+newest backup that passed a validation, which stays whatever its age (it may be the only proof of
+a restorable state). Only a completed backup (succeeded, still stored) is ever that newest one: a
+failed, interrupted or cancelled backup never is. A backup being validated right now stays too.
+The leftovers of backups that did not succeed (an open multipart upload, a partial file) go
 whatever their age, and so do uploads that no backup row knows (a worker killed between starting
 an upload and recording its id). Every prune is audited; ``dry_run`` changes nothing and says what
 would go.
@@ -20,13 +22,9 @@ from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
 from dashboard.backups import pipeline
-from dashboard.backups.models import (
-    Backup,
-    BackupPolicy,
-    BackupState,
-    ValidationState,
-)
+from dashboard.backups.models import Backup, BackupPolicy
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs.models import ACTIVE
 from dashboard.lib import s3, storage
 
 logger = logging.getLogger(__name__)
@@ -37,7 +35,7 @@ DEFAULT_RETENTION_DAYS = BackupPolicy._meta.get_field("retention_days").default
 def newest_validated(db: ManagedDatabase) -> Backup | None:
     """The newest completed backup of ``db`` with a passed validation: never pruned."""
     return (
-        db.backups.filter(state=BackupState.COMPLETED, validations__state=ValidationState.PASSED)
+        db.backups.validated()
         .annotate(taken_at=Coalesce("started_at", "created_at"))
         .order_by("-taken_at", "-pk")
         .first()
@@ -53,9 +51,9 @@ def expired(db: ManagedDatabase, now: datetime) -> list[Backup]:
     """Completed backups of ``db`` past retention that may go."""
     cutoff = now - timedelta(days=retention_days(db))
     keep = newest_validated(db)
-    busy = Q(validations__state__in=(ValidationState.QUEUED, ValidationState.RUNNING))
+    busy = Q(validations__state__in=ACTIVE)
     candidates = (
-        db.backups.filter(state=BackupState.COMPLETED)
+        db.backups.completed()
         .annotate(taken_at=Coalesce("started_at", "created_at"))
         .filter(taken_at__lt=cutoff)
         .exclude(busy)
@@ -67,9 +65,10 @@ def expired(db: ManagedDatabase, now: datetime) -> list[Backup]:
 
 
 def leftovers(db: ManagedDatabase) -> list[Backup]:
-    """Failed backups of ``db`` that still point at something in storage."""
+    """Backups of ``db`` that did not succeed (failed, interrupted, cancelled) and still point
+    at something in storage."""
     return list(
-        db.backups.filter(state=BackupState.FAILED)
+        db.backups.filter(state__in=pipeline.UNFINISHED)
         .filter(~Q(upload_id="") | ~Q(storage_url=""))
         .select_related("database")
         .order_by("created_at", "pk")
@@ -148,7 +147,8 @@ def prune(
             if pipeline.remove_leftovers(backup, actor, why="prune"):
                 gone.append(backup)
             else:
-                _note(errors, f"The leftovers of failed backup #{backup.pk} could not be removed.")
+                why = f"The leftovers of {backup.state} backup #{backup.pk} could not be removed."
+                _note(errors, why)
     return gone
 
 
@@ -163,22 +163,19 @@ def _prune_one(backup: Backup, actor: Actor | None, now: datetime) -> bool:
     with transaction.atomic():
         locked = (
             Backup.objects.select_for_update(skip_locked=True)
-            .filter(pk=backup.pk, state=BackupState.COMPLETED)
+            .completed()
+            .filter(pk=backup.pk)
             .first()
         )
         keep = newest_validated(db)
         if locked is None or (keep is not None and keep.pk == locked.pk):
             return False
-        if locked.validations.filter(
-            state__in=(ValidationState.QUEUED, ValidationState.RUNNING)
-        ).exists():
+        if locked.validations.active().exists():
             return False
         # Deleted inside the transaction: if storage refuses, the row stays completed.
         if locked.storage_url:
             storage.delete(locked.storage_url)
-        locked.state = BackupState.PRUNED
-        locked.pruned_at = now
-        locked.save(update_fields=["state", "pruned_at"])
+        locked.prune(now)
         taken = locked.started_at or locked.created_at
         record(
             actor,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from dashboard.backups.models import Backup, BackupPolicy, BackupState, Validation
+from dashboard.backups.models import Backup, BackupPolicy, Validation
 from dashboard.backups.pipeline import request_backup
-from dashboard.backups.status import ACTIVE_BACKUP
 from dashboard.backups.validation import request_validation
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs.models import JobState
 
 REASON = "scheduled"
 
@@ -27,7 +27,7 @@ def run_scheduled_backup(database_id: int) -> Backup | None:
     db = _locked(database_id)
     if db is None or BackupPolicy.of(db).backup_every_hours == 0:
         return None
-    if db.backups.filter(state__in=ACTIVE_BACKUP).exists():
+    if db.backups.active().exists():
         return None
     return request_backup(None, db, reason=REASON)
 
@@ -36,14 +36,19 @@ def run_scheduled_backup(database_id: int) -> Backup | None:
 def run_scheduled_validation(database_id: int) -> Validation | None:
     """Validate the newest completed backup if it has never been validated.
 
-    A backup whose validation failed is not retried here: the failure is evidence a person has
-    to read (the validation task retries transient errors itself), and the next scheduled backup
-    brings a fresh candidate.
+    A backup whose validation failed (or ran and did not pass) is not retried here: the failure
+    is evidence a person has to read (the lifecycle retries transient errors itself), and the
+    next scheduled backup brings a fresh candidate. A validation that was interrupted (its
+    worker died, or no worker took it) or cancelled says nothing about the backup: the schedule
+    asks again.
     """
     db = _locked(database_id)
     if db is None or BackupPolicy.of(db).validate_every_hours == 0:
         return None
-    newest = db.backups.filter(state=BackupState.COMPLETED).order_by("-created_at").first()
-    if newest is None or newest.validations.exists():
+    newest = db.backups.completed().order_by("-created_at").first()
+    if newest is None:
+        return None
+    tried = newest.validations.exclude(state__in=(JobState.INTERRUPTED, JobState.CANCELLED))
+    if tried.exists():
         return None
     return request_validation(None, newest)

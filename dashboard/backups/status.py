@@ -3,6 +3,8 @@
 The rule, in one sentence (the status page shows it too): the policy is *met* when a completed
 backup younger than the RPO exists and the newest completed backup's latest validation passed.
 A backup's age counts from when its dump started (the snapshot it holds), not when it finished.
+"Completed" is a backup job that succeeded and is still stored: a failed, interrupted or
+cancelled backup never counts, and neither does a pruned one.
 
 ``statuses()`` answers for any number of databases in three queries, so the overview can show a
 badge per row without a query per row.
@@ -23,14 +25,15 @@ from django.utils.timesince import timesince
 from dashboard.backups.models import (
     Backup,
     BackupPolicy,
-    BackupState,
     Validation,
-    ValidationState,
+    ValidationOutcome,
+    validation_outcome,
 )
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
+from dashboard.jobs.models import JobState
 
-ACTIVE_BACKUP = (BackupState.QUEUED, BackupState.RUNNING)
-ACTIVE_VALIDATION = (ValidationState.QUEUED, ValidationState.RUNNING)
+ACTIVE_VALIDATION = (ValidationOutcome.QUEUED, ValidationOutcome.RUNNING)
+UNFINISHED_VALIDATION = (ValidationOutcome.INTERRUPTED, ValidationOutcome.CANCELLED)
 
 
 def _span(delta: timedelta) -> str:
@@ -47,7 +50,8 @@ class BackupStatus:
     policy: BackupPolicy
     now: datetime
     last: Backup | None = None  # the newest completed backup
-    # Its latest validation (annotated on ``last``): state, when it finished, its id, its error.
+    # Its latest validation (annotated on ``last``): its outcome (a ValidationOutcome: passed,
+    # failed, queued, running, interrupted, cancelled), when it finished, its id, its error.
     last_validation_state: str = ""
     last_validated_at: datetime | None = None
     last_validation_id: int | None = None
@@ -76,7 +80,7 @@ class BackupStatus:
 
     @property
     def validated(self) -> bool:
-        return self.last_validation_state == ValidationState.PASSED
+        return self.last_validation_state == ValidationOutcome.PASSED
 
     @property
     def met(self) -> bool:
@@ -105,7 +109,7 @@ class BackupStatus:
                 f"the RPO is {self.policy.rpo_hours} hours."
             )
         state = self.last_validation_state
-        if state == ValidationState.FAILED:
+        if state == ValidationOutcome.FAILED:
             reasons.append(
                 f"The newest completed backup (#{self.last.pk}) failed its validation"
                 + (f": {self.last_validation_error}" if self.last_validation_error else ".")
@@ -115,9 +119,28 @@ class BackupStatus:
                 f"The newest completed backup (#{self.last.pk}) is being validated "
                 "(the policy is met once the restore passes)."
             )
-        elif state != ValidationState.PASSED:
+        elif state in UNFINISHED_VALIDATION:
+            reasons.append(
+                f"The validation of the newest completed backup (#{self.last.pk}) was {state} "
+                "before it could prove anything: validate it again."
+            )
+        elif state != ValidationOutcome.PASSED:
             reasons.append(f"The newest completed backup (#{self.last.pk}) was never validated.")
         return reasons
+
+    @property
+    def validation_text(self) -> str:
+        """One word or two for the newest completed backup's validation, for the page."""
+        state = self.last_validation_state
+        if state == ValidationOutcome.PASSED:
+            return "validated"
+        if state == ValidationOutcome.FAILED:
+            return "failed"
+        if state in ACTIVE_VALIDATION:
+            return "validating"
+        if state in UNFINISHED_VALIDATION:
+            return f"validation {state}"
+        return "not validated"
 
     @property
     def badge(self) -> tuple[str, str]:
@@ -128,7 +151,7 @@ class BackupStatus:
             return "b-bad", "no backup"
         if not self.fresh:
             return "b-warn", f"backup {self.age_text} old"
-        if self.last_validation_state == ValidationState.FAILED:
+        if self.last_validation_state == ValidationOutcome.FAILED:
             return "b-bad", "validation failed"
         if self.last_validation_state in ACTIVE_VALIDATION:
             return "b-info", "validating"
@@ -150,11 +173,16 @@ def statuses(
     if not dbs:
         return {}
     policies = _policies(dbs)
-    latest = Validation.objects.filter(backup=OuterRef("pk")).order_by("-created_at")
+    latest = (
+        Validation.objects.filter(backup=OuterRef("pk"))
+        .annotate(v_outcome=validation_outcome())
+        .order_by("-created_at")
+    )
     last_completed = (
-        Backup.objects.filter(database__in=dbs, state=BackupState.COMPLETED)
+        Backup.objects.filter(database__in=dbs)
+        .completed()
         .annotate(
-            v_state=Subquery(latest.values("state")[:1]),
+            v_state=Subquery(latest.values("v_outcome")[:1]),
             v_at=Subquery(latest.values("finished_at")[:1]),
             v_id=Subquery(latest.values("pk")[:1]),
             v_error=Subquery(latest.values("error")[:1]),
@@ -164,10 +192,11 @@ def statuses(
         .distinct("database_id")
     )
     newest_passes = (
-        Validation.objects.filter(
+        Validation.objects.passed()
+        .filter(
             backup__database__in=dbs,
-            backup__state=BackupState.COMPLETED,
-            state=ValidationState.PASSED,
+            backup__state=JobState.SUCCEEDED,
+            backup__pruned_at__isnull=True,
         )
         .select_related("backup")
         .order_by("backup__database_id", "-backup__created_at", "-finished_at")
@@ -214,7 +243,7 @@ class Series:
 def series(db: ManagedDatabase, limit: int = 30) -> Series:
     """Pruned backups count too: they completed, and their size and time are still history."""
     rows = (
-        db.backups.filter(state__in=(BackupState.COMPLETED, BackupState.PRUNED))
+        db.backups.filter(state=JobState.SUCCEEDED)
         .only("pk", "database", "created_at", "size_bytes", "duration_s")
         .order_by("-created_at")[:limit]
     )
@@ -234,16 +263,18 @@ class Activity:
 
 def activity(db: ManagedDatabase) -> Activity:
     """Backups and validations of ``db`` that are queued or running (two or three queries)."""
-    backups = list(db.backups.filter(state__in=ACTIVE_BACKUP).order_by("created_at"))
+    backups = list(db.backups.active().order_by("created_at"))
     validations = list(
-        Validation.objects.filter(backup__database=db, state__in=ACTIVE_VALIDATION)
+        Validation.objects.active()
+        .filter(backup__database=db)
         .select_related("backup")
         .order_by("created_at")
     )
     expected = None
     if backups:
         expected = (
-            db.backups.filter(state=BackupState.COMPLETED, size_bytes__gt=0)
+            db.backups.completed()
+            .filter(size_bytes__gt=0)
             .order_by("-created_at")
             .values_list("size_bytes", flat=True)
             .first()

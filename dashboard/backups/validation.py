@@ -10,6 +10,14 @@ Every integrity check is recorded as ``{name, ok, expected, found, detail}``: th
 critical table against the count taken in the dump's own snapshot, orphaned rows for every foreign
 key in the restored database, the seed's user/plan query against its answer at dump time, the
 Alembic revision, and the sha256 of the object read.
+
+A validation is a job of kind ``validation`` (:mod:`dashboard.jobs.lifecycle`):
+:func:`request_validation` asks for one, a worker (or ``manage.py validate_backup``, or a
+runbook step, through ``jobs.run("validation", id)``) runs :func:`perform`. It succeeds when the
+integrity queries ran (``passed`` says whether every check held) and fails when it could not get
+that far (see the model's docstring). A transient failure raises :class:`jobs.Transient` (the
+lifecycle retries it); a worker that dies mid-restore is interrupted by the reaper, which drops
+its scratch database (:func:`clean_up_interrupted`).
 """
 
 from __future__ import annotations
@@ -21,27 +29,18 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
 from dashboard.backups import pipeline
-from dashboard.backups.models import (
-    Backup,
-    BackupState,
-    DumpFormat,
-    Validation,
-    ValidationState,
-)
+from dashboard.backups.models import Backup, DumpFormat, Validation
 from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import gpg, pg, storage
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ CHUNK = 1024 * 1024
 # The scratch database is thrown away: no need to wait for its WAL to reach the disk.
 RESTORE_OPTIONS = "-c synchronous_commit=off"
 RESTORE_JOBS = 2
-WORKER_DIED = "The worker died mid-validation (no heartbeat since {since})."
 
 
 def scratch_name(validation: Validation) -> str:
@@ -68,13 +66,12 @@ def scratch_server(db: ManagedDatabase) -> tuple[str, str | None]:
 @transaction.atomic
 def request_validation(actor: Actor | None, backup: Backup, *, enqueue: bool = True) -> Validation:
     """Record a validation of a completed backup (audited) and queue it (``enqueue=False``: the
-    caller performs it). ValueError for a backup that is not completed."""
-    from dashboard.backups.tasks import run_validation
-
+    caller runs it, with ``jobs.run("validation", validation.pk)``). ValueError for a backup
+    that is not completed (queued, running, failed, interrupted, cancelled or pruned)."""
     backup = Backup.objects.select_for_update().get(pk=backup.pk)
-    if backup.state != BackupState.COMPLETED:
+    if not backup.completed:
         raise ValueError(
-            f"Backup #{backup.pk} is {backup.get_state_display().lower()}: only a completed "
+            f"Backup #{backup.pk} is {backup.outcome_label.lower()}: only a completed "
             "backup can be validated."
         )
     validation = Validation.objects.create(
@@ -88,69 +85,38 @@ def request_validation(actor: Actor | None, backup: Backup, *, enqueue: bool = T
         details={"backup": backup.pk, "database": backup.database.name},
     )
     if enqueue:
-        run_validation.delay_on_commit(validation.pk)
+        jobs.enqueue(validation)
     return validation
 
 
-def _claim(validation_id: int) -> bool:
-    now = timezone.now()
+def perform(validation: Validation, context: jobs.Context) -> None:
+    """The job's work (the lifecycle has claimed ``validation``): restore, check, drop the
+    scratch database, and end it, audited."""
     with transaction.atomic():
-        claimed = Validation.objects.filter(pk=validation_id, state=ValidationState.QUEUED).update(
-            state=ValidationState.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            error="",
-            checks=[],
+        Validation.objects.filter(pk=validation.pk).update(checks=[])
+        record(
+            None,
+            "validation.started",
+            validation,
+            details={
+                "backup": validation.backup_id,
+                "attempt": validation.attempts,
+                "worker": context.worker,
+            },
         )
-        if claimed:
-            validation = Validation.objects.get(pk=validation_id)
-            record(
-                None,
-                "validation.started",
-                validation,
-                details={"backup": validation.backup_id, "attempt": validation.attempts},
-            )
-    return bool(claimed)
-
-
-class _Heartbeat:
-    def __init__(self, validation_id: int) -> None:
-        self.validation_id = validation_id
-        self.last = 0.0
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self.last < pipeline.PROGRESS_EVERY_S:
-            return
-        self.last = now
-        alive = Validation.objects.filter(
-            pk=self.validation_id, state=ValidationState.RUNNING
-        ).update(heartbeat_at=timezone.now())
-        if not alive:
-            raise pipeline.Abandoned("The validation was marked failed while it ran.")
-
-
-def perform_validation(validation_id: int, *, retries_left: int = 0) -> Validation | None:
-    """Run the queued validation ``validation_id``; None when it is not ours (safe to run twice).
-
-    A transient failure with ``retries_left`` queues it again and raises TransientBackupError."""
-    if not _claim(validation_id):
-        reaped = reap_stale(validation_id=validation_id)
-        return reaped[0] if reaped else None
-    validation = Validation.objects.select_related("backup__database").get(pk=validation_id)
     outcome = _Outcome()
     try:
-        _validate(validation, outcome, _Heartbeat(validation_id))
+        _validate(validation, outcome, pipeline.Ticker(context, "validation"))
+    except jobs.Cancelled:
+        raise  # the scratch database is already dropped
     except Exception as exc:
         message, transient = pipeline.describe(exc)
         if outcome.drop_error:
             message += f" {outcome.drop_error}"
-        if transient and retries_left > 0:
-            _requeue(validation_id, message)
-            raise pipeline.TransientBackupError(message) from exc
+        if transient and not context.lost:
+            raise jobs.Transient(message) from exc  # the next attempt drops a leftover first
         outcome.error = message
-    return _finish(validation_id, outcome)
+    _finish(validation, outcome)
 
 
 class _Outcome:
@@ -162,11 +128,11 @@ class _Outcome:
         self.drop_error = ""
 
 
-def _validate(validation: Validation, outcome: _Outcome, heartbeat: _Heartbeat) -> None:
+def _validate(validation: Validation, outcome: _Outcome, heartbeat: pipeline.Ticker) -> None:
     backup = validation.backup
-    if backup.state != BackupState.COMPLETED:
+    if not backup.completed:
         raise pipeline.BackupError(
-            f"Backup #{backup.pk} is {backup.get_state_display().lower()}: nothing to restore."
+            f"Backup #{backup.pk} is {backup.outcome_label.lower()}: nothing to restore."
         )
     passphrase = gpg.check_passphrase(settings.RUNWAY_BACKUP_PASSPHRASE)
     server_dsn, password = scratch_server(backup.database)
@@ -197,7 +163,7 @@ def create_scratch(server_dsn: str, password: str | None, name: str) -> int:
         pg.drop_database(admin, name)  # a leftover of an attempt that died
         try:
             pg.create_database(admin, name)
-        except psycopg.errors.InsufficientPrivilege:
+        except pg.errors.InsufficientPrivilege:
             user = pg.parse_dsn(server_dsn).get("user", "the role")
             raise pipeline.BackupError(
                 f"{user} may not create the scratch database {name}: grant it CREATEDB, or set "
@@ -328,7 +294,7 @@ def check(name: str, ok: bool, expected: Any, found: Any, detail: str = "") -> d
     return {"name": name, "ok": bool(ok), "expected": expected, "found": found, "detail": detail}
 
 
-def integrity_checks(conn: psycopg.Connection, backup: Backup) -> list[dict[str, Any]]:
+def integrity_checks(conn: pg.Connection, backup: Backup) -> list[dict[str, Any]]:
     """Row counts of the critical tables, orphaned rows for every foreign key, the seed's user/plan
     query and the Alembic revision of a restored database, against the backup's record."""
     checks = []
@@ -390,31 +356,33 @@ def _users_check(
 # --- Ending ---
 
 
-def _finish(validation_id: int, outcome: _Outcome) -> Validation:
+def _finish(validation: Validation, outcome: _Outcome) -> None:
+    """Succeeded (passed or not) when the integrity queries ran and the scratch database is
+    gone; failed when it could not get there."""
     failed_checks = [c["name"] for c in outcome.checks if not c["ok"]]
-    error = outcome.error
-    if not error and failed_checks:
-        error = f"{len(failed_checks)} integrity check(s) failed: " + "; ".join(failed_checks[:5])
-    if not error and outcome.drop_error:
-        error = outcome.drop_error
-    passed = not error
+    error = outcome.error or outcome.drop_error
+    result: dict[str, Any] = {
+        "checks": outcome.checks,
+        "restore_s": outcome.restore_s,
+        "queries_s": outcome.queries_s,
+    }
     with transaction.atomic():
-        done = Validation.objects.filter(pk=validation_id, state=ValidationState.RUNNING).update(
-            state=ValidationState.PASSED if passed else ValidationState.FAILED,
-            checks=outcome.checks,
-            restore_s=outcome.restore_s,
-            queries_s=outcome.queries_s,
-            error=error,
-            finished_at=timezone.now(),
-        )
-        validation = Validation.objects.select_related("backup__database").get(pk=validation_id)
-        if done:
+        if error:
+            moved = validation.fail(error, **result)
+        else:
+            if failed_checks:
+                error = f"{len(failed_checks)} integrity check(s) failed: " + "; ".join(
+                    failed_checks[:5]
+                )
+            moved = validation.succeed(passed=not failed_checks, error=error, **result)
+        if moved:
             record(
                 None,
-                "validation.passed" if passed else "validation.failed",
+                "validation.passed" if validation.passed else "validation.failed",
                 validation,
                 details={
                     "backup": validation.backup_id,
+                    "state": validation.state,
                     "error": error,
                     "checks": len(outcome.checks),
                     "failed_checks": failed_checks,
@@ -422,46 +390,38 @@ def _finish(validation_id: int, outcome: _Outcome) -> Validation:
                     "queries_s": outcome.queries_s,
                 },
             )
-    return validation
 
 
-def _requeue(validation_id: int, message: str) -> None:
-    with transaction.atomic():
-        Validation.objects.filter(pk=validation_id, state=ValidationState.RUNNING).update(
-            state=ValidationState.QUEUED, error=f"Retrying after a transient failure: {message}"
-        )
-        validation = Validation.objects.get(pk=validation_id)
-        record(None, "validation.retrying", validation, details={"reason": message})
+def clean_up_interrupted(validation: Validation) -> None:
+    """The kind's clean-up once the reaper interrupted it: drop its scratch database."""
+    validation.refresh_from_db()
+    if not validation.scratch_database:
+        return
+    try:
+        server_dsn, password = scratch_server(validation.backup.database)
+    except Exception as exc:
+        logger.warning("scratch database %s left: %s", validation.scratch_database, exc)
+        return
+    problem = drop_scratch(server_dsn, password, validation.scratch_database)
+    record(
+        None,
+        "validation.scratch_left" if problem else "validation.scratch_dropped",
+        validation,
+        details={"scratch_database": validation.scratch_database, "error": problem},
+    )
 
 
-def reap_stale(
-    *, now: datetime | None = None, validation_id: int | None = None
-) -> list[Validation]:
-    """Fail running validations whose worker died (stale heartbeat) and drop their scratch
-    databases."""
-    cutoff = (now or timezone.now()) - pipeline.stale_after()
-    candidates = Validation.objects.filter(state=ValidationState.RUNNING, heartbeat_at__lt=cutoff)
-    if validation_id is not None:
-        candidates = candidates.filter(pk=validation_id)
-    reaped = []
-    for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
-        assert heartbeat is not None  # filtered on it
-        since = heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z")
-        message = WORKER_DIED.format(since=since)
-        with transaction.atomic():
-            taken = Validation.objects.filter(
-                pk=pk, state=ValidationState.RUNNING, heartbeat_at=heartbeat
-            ).update(state=ValidationState.FAILED, error=message, finished_at=timezone.now())
-            if not taken:
-                continue
-            validation = Validation.objects.select_related("backup__database").get(pk=pk)
-            record(None, "validation.failed", validation, details={"reason": message})
-        if validation.scratch_database:
-            try:
-                server_dsn, password = scratch_server(validation.backup.database)
-            except Exception as exc:
-                logger.warning("scratch database %s left: %s", validation.scratch_database, exc)
-            else:
-                drop_scratch(server_dsn, password, validation.scratch_database)
-        reaped.append(validation)
-    return reaped
+VALIDATION = jobs.register(
+    jobs.Kind(
+        "validation",
+        Validation,
+        perform,
+        stale_after=pipeline.STALE_AFTER_S,
+        queued_after=3600,
+        heartbeat_every=pipeline.PROGRESS_EVERY_S,
+        max_attempts=4,
+        retry_backoff=30,
+        on_interrupted=clean_up_interrupted,
+        describe=lambda validation: f"validation #{validation.pk}",
+    )
+)

@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from dashboard.accounts.roles import Role, role_required
+from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.backups import plots
 from dashboard.backups.forms import BackupPolicyForm
 from dashboard.backups.models import Backup, BackupPolicy, Validation
@@ -23,7 +23,7 @@ from dashboard.databases.models import ManagedDatabase
 PER_PAGE = 25
 
 
-def _activity(request: HttpRequest, db: ManagedDatabase) -> HttpResponse:
+def _activity(request: Request, db: ManagedDatabase) -> HttpResponse:
     """The live fragment. Once nothing is active, stop polling and reload the page (when it was
     polling) so the finished backup shows in the status and the history."""
     current = activity(db)
@@ -45,7 +45,7 @@ def _history(db: ManagedDatabase) -> QuerySet[Backup]:
 
 @require_GET
 @role_required(Role.VIEWER)
-def status(request: HttpRequest, name: str) -> HttpResponse:
+def status(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     if request.htmx:
         return _activity(request, db)
@@ -66,7 +66,7 @@ def status(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @role_required(Role.VIEWER)
-def detail(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
+def detail(request: Request, name: str, backup_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     backup = get_object_or_404(_history(db), pk=backup_id)
     context = {"db": db, "backup": backup, "activity": activity(db), "nav": "overview"}
@@ -75,7 +75,7 @@ def detail(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(Role.ENGINEER)
-def back_up(request: HttpRequest, name: str) -> HttpResponse:
+def back_up(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     backup = request_backup(request.user, db, reason="on demand")
     messages.success(request, f"Backup #{backup.pk} queued; a worker will take it.")
@@ -84,7 +84,7 @@ def back_up(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @role_required(Role.ENGINEER)
-def validate(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
+def validate(request: Request, name: str, backup_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     backup = get_object_or_404(db.backups, pk=backup_id)
     try:
@@ -100,7 +100,7 @@ def validate(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(Role.LEAD)
-def edit_policy(request: HttpRequest, name: str) -> HttpResponse:
+def edit_policy(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     policy = BackupPolicy.objects.filter(database=db).first() or BackupPolicy(database=db)
     form = BackupPolicyForm(request.POST or None, instance=policy)

@@ -11,12 +11,14 @@ run one job), starts a heartbeat thread, calls the kind's ``perform(job, context
 what escapes it into the row's end: :class:`Transient` requeues it (up to ``max_attempts``, with
 backoff), :class:`Cancelled` ends it cancelled, anything else fails it with the reason. The
 reaper (``reap()``, every minute from beat) interrupts running jobs whose heart stopped for
-longer than their kind's ``stale_after`` and runs the kind's clean-up; it also re-sends queued
-jobs whose message was lost (``queued_after``).
+longer than their kind's ``stale_after`` and runs the kind's clean-up; it also interrupts queued
+jobs no worker took within ``queued_after`` (a lost message, no worker running) and runs the
+kind's ``on_not_taken``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -72,6 +74,11 @@ class Context:
         if self._cancel.is_set():
             raise Cancelled("Cancelled on request.")
 
+    def wait_for_cancel(self, timeout: float | None = None) -> bool:
+        """Block until a cancel is asked for (True) or ``timeout`` passes (False): for a
+        watcher thread that must act while the work itself is blocked (a long statement)."""
+        return self._cancel.wait(timeout)
+
     def beat(self) -> None:
         """One heartbeat now (the heartbeat thread does it every ``heartbeat_every``)."""
         if not self.job.beat(**self._progress):
@@ -101,6 +108,8 @@ class Kind:
     max_attempts: int = 3
     retry_backoff: float = 30
     on_interrupted: Callable[[Any], None] | None = None
+    # The reaper interrupted a queued job no worker took within queued_after.
+    on_not_taken: Callable[[Any], None] | None = None
     describe: Callable[[Any], str] = field(default=lambda job: f"{job}")
 
     def stale_seconds(self) -> float:
@@ -270,9 +279,9 @@ def reap(*, now: datetime | None = None, kinds: list[str] | None = None) -> list
                 job,
                 "interrupted",
                 reason,
-                lambda j=job, s=since, r=reason: j.interrupt(r, heartbeat=s),
+                functools.partial(job.interrupt, reason, heartbeat=since),
             ):
-                _clean_up(kind, job)
+                _clean_up(kind, job, kind.on_interrupted)
                 reaped.append(Reaped(kind.name, job, reason))
         created = _created_field(kind.model)
         if created is None:
@@ -284,17 +293,18 @@ def reap(*, now: datetime | None = None, kinds: list[str] | None = None) -> list
                 "(are the workers running?)."
             )
             if _end(
-                kind, job, "interrupted", reason, lambda j=job, r=reason: j.interrupt_queued(r)
+                kind, job, "interrupted", reason, functools.partial(job.interrupt_queued, reason)
             ):
+                _clean_up(kind, job, kind.on_not_taken)
                 reaped.append(Reaped(kind.name, job, reason))
     return reaped
 
 
-def _clean_up(kind: Kind, job: Job) -> None:
-    if kind.on_interrupted is None:
+def _clean_up(kind: Kind, job: Job, hook: Callable[[Any], None] | None) -> None:
+    if hook is None:
         return
     try:
-        kind.on_interrupted(job)
+        hook(job)
     except Exception:
         logger.exception("clean-up after %s failed", kind.describe(job))
 

@@ -11,7 +11,7 @@ assigns a job's state.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from django.db import models
 from django.utils import timezone
@@ -40,7 +40,7 @@ class JobQuerySet(models.QuerySet):
     def stale(self, *, now: datetime | None = None) -> Self:
         """Running jobs whose heart stopped: no beat for the kind's ``stale_after``."""
         now = now or timezone.now()
-        cutoff = now - timedelta(seconds=self.model.job_kind().stale_seconds())
+        cutoff = now - timedelta(seconds=cast("type[Job]", self.model).job_kind().stale_seconds())
         return self.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
 
 

@@ -14,6 +14,7 @@ from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupPolicy
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import gpg
 from devstack.cluster import Cluster
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.django_db
 
 def back_up(db: Any, **kwargs: Any) -> Backup:
     backup = pipeline.request_backup(None, db, enqueue=False, **kwargs)
-    done = pipeline.perform_backup(backup.pk)
-    assert done is not None
+    done = jobs.run("backup", backup.pk)
+    assert isinstance(done, Backup)
     return done
 
 
@@ -45,7 +46,7 @@ def test_a_backup_to_a_local_folder_records_size_sha256_counts_and_revision(
     target: Any, local_store: Path
 ) -> None:
     backup = back_up(target)
-    assert backup.state == "completed", backup.error
+    assert backup.completed, backup.error
     path = Path(backup.storage_url.removeprefix("file://"))
     assert path.parent == local_store / "analyticbot"
     assert path.name.endswith(f"-{backup.pk}.dump.zst.gpg")
@@ -80,7 +81,7 @@ def test_gzip_or_no_compression_can_be_chosen(
     target: Any, local_store: Path, tmp_path: Path, compression: str, suffix: str, magic: bytes
 ) -> None:
     backup = back_up(target, compression=compression)
-    assert backup.state == "completed", backup.error
+    assert backup.completed, backup.error
     assert backup.storage_url.endswith(suffix)
     assert opened(Path(backup.storage_url.removeprefix("file://")), tmp_path).startswith(magic)
 
@@ -89,7 +90,7 @@ def test_the_directory_format_is_a_tar_of_pg_dumps_folder(
     target: Any, local_store: Path, tmp_path: Path
 ) -> None:
     backup = back_up(target, format="directory")
-    assert backup.state == "completed", backup.error
+    assert backup.completed, backup.error
     assert backup.storage_url.endswith(".tar.zst.gpg")
     packed = opened(Path(backup.storage_url.removeprefix("file://")), tmp_path)
     tar = subprocess.run(
@@ -103,7 +104,7 @@ def test_a_backup_to_s3_is_one_object_and_leaves_no_open_upload(
     target: Any, s3_store: str, s3_endpoint: str, s3_bucket: str
 ) -> None:
     backup = back_up(target)
-    assert backup.state == "completed", backup.error
+    assert backup.completed, backup.error
     key = backup.storage_url.removeprefix(f"s3://{s3_bucket}/")
     assert key.startswith("runway/analyticbot/") and key.endswith(".dump.zst.gpg")
     client = s3_client(s3_endpoint)
@@ -151,10 +152,8 @@ def test_the_row_counts_come_from_the_dumps_own_snapshot(
     assert source_counts(target)["users"] == 201
     assert backup.row_counts == {"users": 200, "payments": 253}
     assert backup.facts["users"]["user_count"] == 200
-    proof = validation.perform_validation(
-        validation.request_validation(None, backup, enqueue=False).pk
-    )
-    assert proof is not None and proof.state == "passed", proof.error
+    proof = jobs.run("validation", validation.request_validation(None, backup, enqueue=False).pk)
+    assert proof is not None and proof.outcome == "passed", proof.error
     assert {"name": "rows in users", "ok": True, "expected": 200, "found": 200, "detail": ""} in (
         proof.checks
     )
@@ -162,8 +161,8 @@ def test_the_row_counts_come_from_the_dumps_own_snapshot(
 
 def test_a_backup_is_taken_once_even_if_performed_twice(target: Any, local_store: Path) -> None:
     backup = pipeline.request_backup(None, target, enqueue=False)
-    assert pipeline.perform_backup(backup.pk) is not None
-    assert pipeline.perform_backup(backup.pk) is None
+    assert jobs.run("backup", backup.pk) is not None
+    assert jobs.run("backup", backup.pk) is None
     assert Backup.objects.get(pk=backup.pk).attempts == 1
     assert len(list(local_store.rglob("*.gpg"))) == 1
 
@@ -184,7 +183,7 @@ def test_every_step_is_audited_and_the_chain_holds(
     target: Any, local_store: Path, engineer: Any
 ) -> None:
     backup = pipeline.request_backup(engineer, target, reason="pre-migration", enqueue=False)
-    pipeline.perform_backup(backup.pk)
+    jobs.run("backup", backup.pk)
     events = AuditEvent.objects.filter(object_type="backup", object_id=str(backup.pk))
     assert list(events.order_by("id").values_list("action", "actor_name")) == [
         ("backup.requested", "erin"),
@@ -212,7 +211,7 @@ def test_the_worker_takes_a_requested_backup(
     backup = pipeline.request_backup(engineer, target, reason="on demand")
     wait_until(lambda: Backup.objects.get(pk=backup.pk).is_done, "the worker's backup", 60)
     backup.refresh_from_db()
-    assert backup.state == "completed", backup.error
+    assert backup.completed, backup.error
     assert backup.storage_url.startswith(f"file://{tmp_path}/store/analyticbot/")
     path = Path(backup.storage_url.removeprefix("file://"))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == backup.sha256

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from helpers import s3_client
+from helpers import s3_client, validation_outcome
 
 from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, retention
 from dashboard.backups.models import Backup, BackupPolicy, Validation
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import storage
 from devstack.cluster import free_port
 
@@ -20,14 +21,14 @@ pytestmark = pytest.mark.django_db
 
 def backup_aged(db: Any, days: float, *, validated: str | None = None) -> Backup:
     """A real stored backup, made to look ``days`` old (optionally with a validation)."""
-    backup = pipeline.perform_backup(pipeline.request_backup(None, db, enqueue=False).pk)
-    assert backup is not None and backup.state == "completed", backup and backup.error
+    backup = jobs.run("backup", pipeline.request_backup(None, db, enqueue=False).pk)
+    assert isinstance(backup, Backup) and backup.completed, backup and backup.error
     taken = timezone.now() - timedelta(days=days)
     Backup.objects.filter(pk=backup.pk).update(
         created_at=taken, started_at=taken, finished_at=taken + timedelta(minutes=1)
     )
     if validated:
-        Validation.objects.create(backup=backup, state=validated, finished_at=taken)
+        Validation.objects.create(backup=backup, finished_at=taken, **validation_outcome(validated))
     backup.refresh_from_db()
     return backup
 
@@ -39,9 +40,10 @@ def test_backups_past_retention_are_deleted_and_marked_pruned(
     recent = backup_aged(target, 29)
     assert retention.prune(actor=admin_user) == [old]
     old.refresh_from_db()
-    assert old.state == "pruned" and old.pruned_at is not None
+    assert (old.state, old.outcome) == ("succeeded", "pruned") and old.pruned_at is not None
+    assert not Backup.objects.completed().filter(pk=old.pk).exists()
     assert not storage.exists(old.storage_url)
-    assert Backup.objects.get(pk=recent.pk).state == "completed"
+    assert Backup.objects.get(pk=recent.pk).completed
     assert storage.exists(recent.storage_url)
     event = AuditEvent.objects.get(action="backup.pruned")
     assert (event.object_id, event.actor_name) == (str(old.pk), "ada")
@@ -58,21 +60,21 @@ def test_the_newest_validated_backup_stays_whatever_its_age(target: Any, local_s
         [older_validated.pk, failed_validation.pk, never_validated.pk]
     )
     newest_validated.refresh_from_db()
-    assert newest_validated.state == "completed" and storage.exists(newest_validated.storage_url)
+    assert newest_validated.completed and storage.exists(newest_validated.storage_url)
 
 
 def test_a_backup_being_validated_stays(target: Any, local_store: Path) -> None:
     busy = backup_aged(target, 50)
     Validation.objects.create(backup=busy, state="running")
     assert retention.prune() == []
-    assert Backup.objects.get(pk=busy.pk).state == "completed"
+    assert Backup.objects.get(pk=busy.pk).completed
 
 
 def test_a_dry_run_changes_nothing_and_says_what_would_go(target: Any, local_store: Path) -> None:
     old = backup_aged(target, 31)
     events = AuditEvent.objects.count()
     assert retention.prune(dry_run=True) == [old]
-    assert Backup.objects.get(pk=old.pk).state == "completed"
+    assert Backup.objects.get(pk=old.pk).completed
     assert storage.exists(old.storage_url)
     assert AuditEvent.objects.count() == events
     assert not BackupPolicy.objects.exists()  # not even a default policy row
@@ -107,16 +109,28 @@ def test_a_failed_backups_open_upload_is_aborted(
     ).exists()
 
 
-def test_a_failed_backups_partial_file_is_removed(target: Any, local_store: Path) -> None:
+@pytest.mark.parametrize("state", ["failed", "interrupted", "cancelled"])
+def test_a_backups_partial_file_is_removed_unless_it_succeeded(
+    target: Any, local_store: Path, state: str
+) -> None:
     final = local_store / "analyticbot" / "x.dump.zst.gpg"
     partial = final.with_name(".x.dump.zst.gpg.partial-abcd")
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"half a backup")
     Backup.objects.create(
-        database=target, state="failed", storage_url=f"file://{final}", upload_id=str(partial)
+        database=target, state=state, storage_url=f"file://{final}", upload_id=str(partial)
     )
     assert len(retention.prune()) == 1
     assert not partial.exists()
+
+
+def test_a_half_done_backup_is_never_the_newest_validated(target: Any, local_store: Path) -> None:
+    kept = backup_aged(target, 60, validated="passed")
+    for state in ("failed", "interrupted", "cancelled"):
+        Backup.objects.create(database=target, state=state)
+    assert retention.newest_validated(target) == kept
+    assert retention.prune() == []
+    assert Backup.objects.get(pk=kept.pk).completed
 
 
 def test_a_backup_storage_refuses_to_delete_stays_completed(
@@ -126,7 +140,7 @@ def test_a_backup_storage_refuses_to_delete_stays_completed(
     settings.RUNWAY_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
     errors: list[str] = []
     assert retention.prune(errors=errors) == []
-    assert Backup.objects.get(pk=old.pk).state == "completed"
+    assert Backup.objects.get(pk=old.pk).completed
     [error] = [e for e in errors if "was not pruned" in e]
     assert "cannot be reached" in error
     assert not AuditEvent.objects.filter(action="backup.pruned").exists()

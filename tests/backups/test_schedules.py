@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
-from helpers import make_database, wait_until
+from helpers import backup_outcome, make_database, validation_outcome, wait_until
 
 from dashboard.backups import scheduled, schedules
 from dashboard.backups.models import Backup, BackupPolicy, Validation
@@ -26,7 +26,7 @@ def tasks_of(db):
 
 
 def backup(db, *, hours_ago=1.0, **kwargs):
-    kwargs.setdefault("state", "completed")
+    kwargs.update(backup_outcome(kwargs.pop("state", "completed")))
     kwargs.setdefault("created_at", timezone.now() - timedelta(hours=hours_ago))
     return Backup.objects.create(database=db, **kwargs)
 
@@ -72,12 +72,12 @@ def test_the_command_syncs_every_database_and_disables_those_gone():
     assert BackupPolicy.objects.filter(database=kept).exists()
 
 
-def test_the_global_prune_and_reaper_are_on_the_beat_schedule():
+def test_the_global_prune_and_the_one_reaper_are_on_the_beat_schedule():
     schedule = settings.CELERY_BEAT_SCHEDULE
     assert schedule["prune-backups"]["task"] == "dashboard.backups.tasks.prune_backups"
     assert schedule["prune-backups"]["schedule"] == 86400
-    assert schedule["reap-stale-backups"]["task"] == "dashboard.backups.tasks.reap_stale_backups"
-    assert schedule["reap-stale-backups"]["schedule"] == 300
+    assert schedule["reap-jobs"]["task"] == "dashboard.jobs.tasks.reap_jobs"  # every kind
+    assert not [name for name in schedule if "backup" in schedule[name]["task"] and "reap" in name]
 
 
 # --- what a scheduled run does ---
@@ -115,16 +115,27 @@ def test_scheduled_validation_takes_the_newest_completed_backup():
     backup(db, hours_ago=5)
     newest = backup(db, hours_ago=1)
     backup(db, hours_ago=0.5, state="failed")
+    backup(db, hours_ago=0.4, state="interrupted")
+    backup(db, hours_ago=0.3, state="pruned")
     made = scheduled.run_scheduled_validation(db.pk)
     assert made is not None and made.backup == newest and made.requested_by is None
 
 
-@pytest.mark.parametrize("state", ["queued", "running", "passed", "failed"])
+@pytest.mark.parametrize("state", ["queued", "running", "passed", "failed", "could not run"])
 def test_scheduled_validation_skips_a_backup_already_validated_or_tried(state):
     db = make_database()
-    Validation.objects.create(backup=backup(db), state=state)
+    Validation.objects.create(backup=backup(db), **validation_outcome(state))
     assert scheduled.run_scheduled_validation(db.pk) is None
     assert Validation.objects.count() == 1
+
+
+@pytest.mark.parametrize("state", ["interrupted", "cancelled"])
+def test_scheduled_validation_asks_again_after_one_that_proved_nothing(state):
+    db = make_database()
+    Validation.objects.create(backup=backup(db), **validation_outcome(state))
+    made = scheduled.run_scheduled_validation(db.pk)
+    assert made is not None and made.state == "queued"
+    assert Validation.objects.count() == 2
 
 
 def test_scheduled_validation_does_nothing_without_a_completed_backup_or_when_off():

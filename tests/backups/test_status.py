@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from helpers import make_database
+from helpers import backup_outcome, make_database, validation_outcome
 
 from dashboard.backups import status
 from dashboard.backups.models import Backup, BackupPolicy, Validation
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def backup(db, *, hours_ago=1.0, **kwargs):
     taken = timezone.now() - timedelta(hours=hours_ago)
-    kwargs.setdefault("state", "completed")
+    kwargs.update(backup_outcome(kwargs.pop("state", "completed")))
     kwargs.setdefault("size_bytes", 1_000_000)
     kwargs.setdefault("duration_s", 12.5)
     kwargs.setdefault("created_at", taken)
@@ -25,8 +25,9 @@ def backup(db, *, hours_ago=1.0, **kwargs):
 
 
 def validation(of, state="passed", **kwargs):
-    kwargs.setdefault("finished_at", timezone.now() if state in ("passed", "failed") else None)
-    return Validation.objects.create(backup=of, state=state, **kwargs)
+    ended = state not in ("queued", "running")
+    kwargs.setdefault("finished_at", timezone.now() if ended else None)
+    return Validation.objects.create(backup=of, **validation_outcome(state), **kwargs)
 
 
 def test_a_database_without_backups_does_not_meet_its_policy():
@@ -81,14 +82,32 @@ def test_a_newest_backup_never_validated_breaks_the_policy():
     assert result.badge == ("b-warn", "not validated")
 
 
-def test_a_failed_validation_breaks_the_policy_and_says_why():
+@pytest.mark.parametrize("outcome", ["failed", "could not run"])
+def test_a_failed_validation_breaks_the_policy_and_says_why(outcome):
     db = make_database()
     b = backup(db)
-    validation(b, "failed", error="row count of users: expected 200, found 0")
+    validation(b, outcome, error="row count of users: expected 200, found 0")
     result = status.status_of(db)
     assert not result.met
     assert "failed its validation: row count of users" in result.reasons[0]
     assert result.badge == ("b-bad", "validation failed")
+    assert result.validation_text == "failed"
+
+
+@pytest.mark.parametrize("state", ["interrupted", "cancelled"])
+def test_an_interrupted_validation_proves_nothing_and_says_so(state):
+    db = make_database()
+    b = backup(db)
+    validation(b, "passed", created_at=timezone.now() - timedelta(minutes=30))
+    validation(b, state, error="Interrupted: its worker (w:1) stopped reporting")
+    result = status.status_of(db)
+    assert not result.met and not result.validated
+    assert result.reasons == [
+        f"The validation of the newest completed backup (#{b.pk}) was {state} before it could "
+        "prove anything: validate it again."
+    ]
+    assert result.badge == ("b-warn", "not validated")
+    assert result.validation_text == f"validation {state}"
 
 
 def test_only_the_latest_validation_of_the_newest_backup_counts():
@@ -114,7 +133,7 @@ def test_stale_and_unvalidated_gives_both_reasons():
     assert len(status.status_of(db).reasons) == 2
 
 
-@pytest.mark.parametrize("state", ["queued", "running", "failed", "pruned"])
+@pytest.mark.parametrize("state", ["queued", "running", "failed", "interrupted", "pruned"])
 def test_only_completed_backups_count_as_the_last_backup(state):
     db = make_database()
     completed = backup(db, hours_ago=3)
@@ -151,6 +170,7 @@ def test_the_series_holds_the_last_completed_backups_oldest_first():
     for i in range(35):
         backup(db, hours_ago=100 - i, size_bytes=1000 + i, duration_s=float(i))
     backup(db, hours_ago=0.5, state="failed", size_bytes=None, duration_s=None)
+    backup(db, hours_ago=0.45, state="interrupted", size_bytes=None, duration_s=None)
     backup(db, hours_ago=0.4, state="pruned", size_bytes=5000, duration_s=99.0)
     result = status.series(db)
     assert len(result.sizes) == 30

@@ -11,6 +11,8 @@ import pytest
 from helpers import BACKUP_PASSPHRASE, s3_client
 
 from dashboard.backups import pipeline
+from dashboard.backups.models import Backup
+from dashboard.jobs import lifecycle as jobs
 from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
@@ -59,10 +61,8 @@ def test_a_backup_in_s3_restores_with_gpg_zstd_and_pg_restore_alone(
     fmt: str,
     command: str,
 ) -> None:
-    backup = pipeline.perform_backup(
-        pipeline.request_backup(None, target, format=fmt, enqueue=False).pk
-    )
-    assert backup is not None and backup.state == "completed", backup and backup.error
+    backup = jobs.run("backup", pipeline.request_backup(None, target, format=fmt, enqueue=False).pk)
+    assert isinstance(backup, Backup) and backup.completed, backup and backup.error
 
     # What someone with the bucket and the passphrase (and nothing of Runway) does:
     key = backup.storage_url.removeprefix(f"s3://{s3_bucket}/")

@@ -5,26 +5,28 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.utils import timezone
 from helpers import TARGET_PASSWORD, make_database, scratch_databases, wait_until
 
 from dashboard.audit.models import AuditEvent
 from dashboard.backups import pipeline, validation
 from dashboard.backups.models import Backup, BackupPolicy, Validation
+from dashboard.jobs import lifecycle as jobs
 from devstack.cluster import Cluster
 
 pytestmark = pytest.mark.django_db
 
 
 def back_up(db: Any, **kwargs: Any) -> Backup:
-    backup = pipeline.perform_backup(pipeline.request_backup(None, db, enqueue=False, **kwargs).pk)
-    assert backup is not None and backup.state == "completed", backup and backup.error
+    backup = jobs.run("backup", pipeline.request_backup(None, db, enqueue=False, **kwargs).pk)
+    assert isinstance(backup, Backup) and backup.completed, backup and backup.error
     return backup
 
 
 def validate(backup: Backup, actor: Any = None) -> Validation:
     requested = validation.request_validation(actor, backup, enqueue=False)
-    done = validation.perform_validation(requested.pk)
-    assert done is not None
+    done = jobs.run("validation", requested.pk)
+    assert isinstance(done, Validation)
     return done
 
 
@@ -37,7 +39,7 @@ def test_a_backup_restores_and_every_integrity_check_passes(
 ) -> None:
     backup = back_up(target)
     proof = validate(backup, lead)
-    assert proof.state == "passed", proof.error
+    assert (proof.state, proof.passed) == ("succeeded", True), proof.error
     checks = by_name(proof.checks)
     assert checks["rows in users"] == {
         "name": "rows in users",
@@ -70,7 +72,7 @@ def test_a_directory_format_backup_on_s3_restores(
     target: Any, s3_store: str, scratch_server: Cluster
 ) -> None:
     proof = validate(back_up(target, format="directory", compression="gzip"))
-    assert proof.state == "passed", proof.error
+    assert (proof.state, proof.passed) == ("succeeded", True), proof.error
     assert scratch_databases(scratch_server) == []
 
 
@@ -78,7 +80,7 @@ def test_the_sources_own_role_may_make_the_scratch_database_beside_it(
     target: Any, local_store: Path, owner_may_create_databases: None, pg_cluster: Cluster
 ) -> None:
     proof = validate(back_up(target))
-    assert proof.state == "passed", proof.error
+    assert (proof.state, proof.passed) == ("succeeded", True), proof.error
     assert scratch_databases(pg_cluster) == []
 
 
@@ -86,7 +88,7 @@ def test_a_role_that_may_not_create_databases_is_named(
     target: Any, local_store: Path, pg_cluster: Cluster
 ) -> None:
     proof = validate(back_up(target))
-    assert proof.state == "failed"
+    assert (proof.state, proof.passed, proof.outcome) == ("failed", None, "failed")  # could not run
     assert "app_owner may not create the scratch database" in proof.error
     assert "CREATEDB" in proof.error and "RUNWAY_SCRATCH_DSN" in proof.error
     assert scratch_databases(pg_cluster) == []
@@ -98,7 +100,8 @@ def test_rows_lost_since_the_dump_fail_the_count_check(
     backup = back_up(target)
     Backup.objects.filter(pk=backup.pk).update(row_counts={"users": 201, "payments": 253})
     proof = validate(Backup.objects.get(pk=backup.pk))
-    assert proof.state == "failed"
+    # It ran and found a problem: the job succeeded, the backup did not pass.
+    assert (proof.state, proof.passed, proof.outcome) == ("succeeded", False, "failed")
     assert proof.error == "1 integrity check(s) failed: rows in users"
     assert by_name(proof.checks)["rows in users"] == {
         "name": "rows in users",
@@ -121,7 +124,7 @@ def test_orphaned_rows_behind_a_not_valid_foreign_key_are_found(
             "FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID"
         )
     proof = validate(back_up(target))
-    assert proof.state == "failed"
+    assert (proof.state, proof.passed) == ("succeeded", False)
     check = by_name(proof.checks)["orphaned rows: payments(user_id) -> users(id)"]
     assert (check["ok"], check["expected"], check["found"]) == (False, 0, 2)
     assert check["detail"] == "fk_payments_user_id_users"
@@ -147,14 +150,24 @@ def test_a_tampered_object_fails_and_the_scratch_database_is_still_dropped(
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     proof = validate(backup)
-    assert proof.state == "failed"
+    assert (proof.state, proof.passed) == ("failed", None)  # it could not be restored
     assert "The backup was altered after it was written" in proof.error
     assert scratch_databases(scratch_server) == []
 
 
-def test_only_a_completed_backup_can_be_validated(target: Any) -> None:
-    backup = Backup.objects.create(database=target, state="failed")
-    with pytest.raises(ValueError, match="is failed: only a completed backup"):
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"state": "failed"}, "failed"),
+        ({"state": "interrupted"}, "interrupted"),
+        ({"state": "succeeded", "pruned_at": timezone.now()}, "pruned"),
+    ],
+)
+def test_only_a_completed_backup_can_be_validated(
+    target: Any, fields: dict[str, Any], said: str
+) -> None:
+    backup = Backup.objects.create(database=target, **fields)
+    with pytest.raises(ValueError, match=f"is {said}: only a completed backup"):
         validation.request_validation(None, backup)
     assert not Validation.objects.exists()
 
@@ -163,8 +176,8 @@ def test_a_validation_runs_once_even_if_performed_twice(
     target: Any, local_store: Path, scratch_server: Cluster
 ) -> None:
     requested = validation.request_validation(None, back_up(target), enqueue=False)
-    assert validation.perform_validation(requested.pk) is not None
-    assert validation.perform_validation(requested.pk) is None
+    assert jobs.run("validation", requested.pk) is not None
+    assert jobs.run("validation", requested.pk) is None
     assert Validation.objects.get(pk=requested.pk).attempts == 1
 
 
@@ -183,7 +196,7 @@ def test_a_backup_of_a_database_without_the_seed_schema_skips_the_users_query(
     backup = back_up(db)
     assert (backup.row_counts, backup.revision, backup.facts) == ({"items": 10}, "", {})
     proof = validate(backup)
-    assert proof.state == "passed", proof.error
+    assert (proof.state, proof.passed) == ("succeeded", True), proof.error
     assert [c["name"] for c in proof.checks] == [
         "sha256 of the stored object",
         "rows in items",
@@ -207,5 +220,5 @@ def test_the_worker_validates_a_backup(
     proof = validation.request_validation(lead, backup)
     wait_until(lambda: Validation.objects.get(pk=proof.pk).is_done, "the worker's validation", 60)
     proof.refresh_from_db()
-    assert proof.state == "passed", proof.error
+    assert (proof.state, proof.passed) == ("succeeded", True), proof.error
     assert scratch_databases(pg_cluster) == []

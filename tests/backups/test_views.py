@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
-from helpers import make_database
+from helpers import backup_outcome, make_database, validation_outcome
 
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Backup, BackupPolicy, Validation
@@ -29,7 +29,7 @@ CHECKS = [
 
 def backup(db, *, hours_ago=1.0, **kwargs):
     taken = timezone.now() - timedelta(hours=hours_ago)
-    kwargs.setdefault("state", "completed")
+    kwargs.update(backup_outcome(kwargs.pop("state", "completed")))
     kwargs.setdefault("size_bytes", 3_400_000)
     kwargs.setdefault("duration_s", 4.2)
     kwargs.setdefault("created_at", taken)
@@ -43,11 +43,12 @@ def backup(db, *, hours_ago=1.0, **kwargs):
 
 
 def validation(of, state="passed", **kwargs):
-    kwargs.setdefault("finished_at", timezone.now() if state in ("passed", "failed") else None)
+    ended = state not in ("queued", "running")
+    kwargs.setdefault("finished_at", timezone.now() if ended else None)
     kwargs.setdefault("restore_s", 1.8)
     kwargs.setdefault("queries_s", 0.25)
     kwargs.setdefault("checks", CHECKS[:2])
-    return Validation.objects.create(backup=of, state=state, **kwargs)
+    return Validation.objects.create(backup=of, **validation_outcome(state), **kwargs)
 
 
 def status_url(db):
@@ -98,6 +99,33 @@ def test_an_unmet_policy_says_why(client, viewer):
     assert "Backup policy not met" in body
     assert "is 1 day old; the RPO is 24 hours" in body
     assert "was never validated" in body
+
+
+def test_half_done_backups_are_listed_as_what_they_are_and_never_count(client, viewer):
+    db = make_database()
+    good = backup(db, hours_ago=30)
+    validation(good)
+    pruned = backup(db, hours_ago=40, state="pruned")
+    interrupted = backup(
+        db,
+        hours_ago=1,
+        state="interrupted",
+        size_bytes=None,
+        sha256="",
+        error="Interrupted: its worker (w1:7) stopped reporting.",
+    )
+    client.force_login(viewer)
+    body = client.get(status_url(db)).content.decode()
+    assert "Backup policy not met" in body
+    assert f"The newest completed backup (#{good.pk}) is 1 day old" in body
+    assert '<span class="badge b-interrupted">interrupted</span>' in body
+    assert '<span class="badge b-muted">pruned</span>' in body
+    assert '<span class="badge b-ok">completed</span>' in body
+    assert body.count("Validate</button>") == 0  # a viewer; and never offered for those two
+    detail = client.get(detail_url(interrupted)).content.decode()
+    assert '<div class="alert bad">Interrupted: its worker (w1:7)' in detail
+    assert "Validate</button>" not in detail
+    assert "Pruned" in client.get(detail_url(pruned)).content.decode()
 
 
 def test_a_database_without_backups_says_so(client, viewer):
@@ -343,7 +371,7 @@ def test_validating_from_the_detail_page_returns_there(client, engineer):
     assert response["Location"] == detail_url(b)
 
 
-@pytest.mark.parametrize("state", ["queued", "running", "failed", "pruned"])
+@pytest.mark.parametrize("state", ["queued", "running", "failed", "interrupted", "pruned"])
 def test_only_a_completed_backup_can_be_validated(client, engineer, state):
     b = backup(make_database(), state=state)
     client.force_login(engineer)
@@ -525,7 +553,7 @@ def test_a_lead_sees_the_status_at_a_glance_and_live_progress(page, live_server,
 
     # Once it completes, polling stops and the page reloads to show the new state.
     Backup.objects.filter(pk=running.pk).update(
-        state="completed", size_bytes=3_700_000, finished_at=timezone.now(), duration_s=4.1
+        state="succeeded", size_bytes=3_700_000, finished_at=timezone.now(), duration_s=4.1
     )
     page.locator("#verdict", has_text="not met").wait_for(timeout=10_000)
     assert page.locator(".job").count() == 0

@@ -99,9 +99,11 @@ def test_the_backups_column_shows_policy_met_or_why_not(client, viewer):
     met, stale, never = (make_database(name=n) for n in ("met", "stale", "never"))
     for db, hours in ((met, 2), (stale, 50)):
         b = Backup.objects.create(
-            database=db, state="completed", started_at=timezone.now() - timedelta(hours=hours)
+            database=db, state="succeeded", started_at=timezone.now() - timedelta(hours=hours)
         )
-        Validation.objects.create(backup=b, state="passed", finished_at=timezone.now())
+        Validation.objects.create(
+            backup=b, state="succeeded", passed=True, finished_at=timezone.now()
+        )
     client.force_login(viewer)
     body = client.get(URL).content.decode()
     assert 'b-ok">policy met' in row_of(body, "met")

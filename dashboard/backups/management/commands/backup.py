@@ -2,8 +2,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.template.defaultfilters import filesizeformat
 
 from dashboard.backups import pipeline
-from dashboard.backups.models import Compression, DumpFormat
+from dashboard.backups.models import Backup, Compression, DumpFormat
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 
 
 class Command(BaseCommand):
@@ -42,11 +44,17 @@ class Command(BaseCommand):
             f"Backing up {db.name} (backup #{backup.pk}, {backup.format}, "
             f"{backup.compression}, GPG AES256)..."
         )
-        done = pipeline.perform_backup(backup.pk)
+        done = jobs.run("backup", backup.pk)
         if done is None:
             raise CommandError(f"Backup #{backup.pk} was taken by another process.")
-        if done.state != "completed":
-            raise CommandError(f"Backup #{done.pk} of {db.name} failed: {done.error}")
+        assert isinstance(done, Backup)
+        if done.state == JobState.QUEUED:
+            raise CommandError(
+                f"Backup #{done.pk} of {db.name} hit a transient failure and was queued again "
+                f"for the workers: {done.error}"
+            )
+        if not done.completed:
+            raise CommandError(f"Backup #{done.pk} of {db.name} {done.state}: {done.error}")
         self.stdout.write(f"  stored at   {done.storage_url}")
         self.stdout.write(
             f"  size        {filesizeformat(done.size_bytes or 0)} ({done.size_bytes} bytes)"

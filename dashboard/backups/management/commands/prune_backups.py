@@ -9,7 +9,7 @@ from dashboard.lib.storage import Leftover
 class Command(BaseCommand):
     help = (
         "Delete backups past their database's retention (never the newest validated one) and "
-        "failed backups' leftovers; what the periodic task does."
+        "the leftovers of backups that failed or were interrupted; what the periodic task does."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         for backup in gone:
             taken = backup.started_at or backup.created_at
             age = (now - taken).days
-            what = "leftovers of failed backup" if backup.state == "failed" else "backup"
+            what = "backup" if backup.succeeded else f"leftovers of {backup.state} backup"
             self.stdout.write(
                 f"  {verb} {what} #{backup.pk} of {backup.database.name} ({age} days old)"
             )

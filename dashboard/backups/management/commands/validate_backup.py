@@ -1,7 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.backups import validation
-from dashboard.backups.models import Backup
+from dashboard.backups.models import Backup, Validation
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 
 
 class Command(BaseCommand):
@@ -25,16 +27,22 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Validating backup #{backup.pk} of {backup.database.name}...")
-        done = validation.perform_validation(requested.pk)
+        done = jobs.run("validation", requested.pk)
         if done is None:
             raise CommandError(f"Validation #{requested.pk} was taken by another process.")
+        assert isinstance(done, Validation)
+        if done.state == JobState.QUEUED:
+            raise CommandError(
+                f"Validation #{done.pk} hit a transient failure and was queued again for the "
+                f"workers: {done.error}"
+            )
         for check in done.checks:
             mark = "ok  " if check["ok"] else "FAIL"
             line = f"  {mark} {check['name']}: expected {check['expected']}, found {check['found']}"
             self.stdout.write(line)
         timing = f"restore {done.restore_s or 0:.1f} s, queries {done.queries_s or 0:.1f} s"
-        if done.state != "passed":
-            raise CommandError(f"Validation #{done.pk} failed ({timing}): {done.error}")
+        if done.outcome != "passed":
+            raise CommandError(f"Validation #{done.pk} {done.outcome} ({timing}): {done.error}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Backup #{backup.pk} restores: validation #{done.pk} passed ({timing})."
