@@ -3,6 +3,7 @@ listed (as accepted) and stops counting toward the revision's grade."""
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from dashboard.audit.chain import Actor, record
@@ -18,7 +19,7 @@ class AcceptanceError(ValueError):
 
 
 def accept(
-    actor: Actor, db: ManagedDatabase, revision: str, rule: str, comment: str
+    actor: User, db: ManagedDatabase, revision: str, rule: str, comment: str
 ) -> RiskAcceptance:
     comment = comment.strip()
     if not comment:

@@ -1,8 +1,9 @@
 """Pre-migration gates: automated checks that each say pass, warn or fail, with the evidence seen.
 
 One function per gate, each taking what it needs, so that each runs (and is tested) alone;
-``evaluate`` runs them all in a fixed order over one connection; ``request_gate_run`` queues a run
-for a worker and ``perform_gate_run`` records its results on a ``GateRun``, audited.
+``evaluate`` runs them all in a fixed order over one connection; ``request_gate_run`` records a
+``GateRun`` and asks the job lifecycle for it (job kind ``gate_run``), whose ``perform`` runs the
+gates on a worker and records their results on the row, audited.
 
 Unknown is never a pass: a gate that cannot see what it checks says why, and warns (or fails,
 when what it cannot reach is the database itself).
@@ -24,10 +25,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -36,15 +36,17 @@ from dashboard.audit.chain import Actor, record
 from dashboard.backups.models import (
     Backup,
     BackupPolicy,
-    BackupState,
     Validation,
-    ValidationState,
+    ValidationOutcome,
+    validation_outcome,
 )
 from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import ACTIVE, FINISHED, JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import SecretError
-from dashboard.schema.models import GateRun, JobState, Rehearsal, Verdict
+from dashboard.schema.models import GateRun, Rehearsal, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,6 @@ ORDER = tuple(TITLES)
 
 PROBE_TIMEOUT = 10  # seconds a disk probe may take
 QUERY_TIMEOUT = "10s"  # statement_timeout of the gates' own queries
-# A gate run still "running" this long after it started lost its worker: a redelivery may take it.
-STALE_RUN = timedelta(minutes=10)
 # What a disk probe's process sees of the worker's environment (ssh needs its agent and home).
 _PROBE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "SSH_AUTH_SOCK")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
@@ -122,13 +122,21 @@ def _reason(exc: BaseException) -> str:
 
 
 def _completed_backups(db: ManagedDatabase) -> Any:
-    latest = Validation.objects.filter(backup=OuterRef("pk")).order_by("-created_at")
+    """Completed backups (succeeded, still stored: never a failed, interrupted or cancelled
+    one), each with its latest validation's outcome (passed, failed, queued, running,
+    interrupted, cancelled) as ``v_state``."""
+    latest = (
+        Validation.objects.filter(backup=OuterRef("pk"))
+        .annotate(v_outcome=validation_outcome())
+        .order_by("-created_at")
+    )
     return (
-        Backup.objects.filter(database=db, state=BackupState.COMPLETED)
+        Backup.objects.filter(database=db)
+        .completed()
         .annotate(
             taken=Coalesce("started_at", "finished_at", "created_at"),
             v_id=Subquery(latest.values("pk")[:1]),
-            v_state=Subquery(latest.values("state")[:1]),
+            v_state=Subquery(latest.values("v_outcome")[:1]),
             v_at=Subquery(latest.values("finished_at")[:1]),
             v_error=Subquery(latest.values("error")[:1]),
         )
@@ -162,7 +170,7 @@ def backup_gate(db: ManagedDatabase, now: datetime | None = None) -> GateResult:
     rpo = timedelta(hours=policy.rpo_hours)
     backups = _completed_backups(db)
     newest = backups.first()
-    good = backups.filter(v_state=ValidationState.PASSED).first()
+    good = backups.filter(v_state=ValidationOutcome.PASSED).first()
     evidence: dict[str, Any] = {"rpo_hours": policy.rpo_hours}
     if newest is not None:
         evidence["newest"] = _backup_evidence(newest, now)
@@ -171,12 +179,14 @@ def backup_gate(db: ManagedDatabase, now: datetime | None = None) -> GateResult:
             return _result("backup", FAIL, f"No completed backup of {db.name} exists.", evidence)
         age = duration((now - newest.taken).total_seconds())
         state = newest.v_state
-        if state == ValidationState.FAILED:
+        if state == ValidationOutcome.FAILED:
             why = "failed its restore validation" + (
                 f": {newest.v_error}" if newest.v_error else ""
             )
-        elif state in (ValidationState.QUEUED, ValidationState.RUNNING):
+        elif state in (ValidationOutcome.QUEUED, ValidationOutcome.RUNNING):
             why = "is still being validated"
+        elif state in (ValidationOutcome.INTERRUPTED, ValidationOutcome.CANCELLED):
+            why = f"had its validation {state} before it proved anything"
         else:
             why = "was never validated"
         summary = (
@@ -196,7 +206,7 @@ def backup_gate(db: ManagedDatabase, now: datetime | None = None) -> GateResult:
         f"Backup #{good.pk}, taken {duration(age_s)} ago, passed its restore validation "
         f"(#{good.v_id}); the policy allows {policy.rpo_hours} h."
     )
-    if newest.pk != good.pk and newest.v_state == ValidationState.FAILED:
+    if newest.pk != good.pk and newest.v_state == ValidationOutcome.FAILED:
         summary = (
             f"Backup #{good.pk} ({duration(age_s)} old) is validated, but the newer backup "
             f"#{newest.pk} failed its restore validation: find out why before migrating."
@@ -233,7 +243,7 @@ def ready_gate(dsn: str, server_version: int | None = None) -> GateResult:
 # --- Disk space ---
 
 
-def local_data_directory(conn: psycopg.Connection) -> tuple[str | None, str]:
+def local_data_directory(conn: pg.Connection) -> tuple[str | None, str]:
     """The server's data directory when it is on the worker's host and is this server's; else
     None and why not (in words that finish "disk use is unknown: ...")."""
     path = pg.data_directory(conn)
@@ -350,9 +360,7 @@ def disk_gate(data_dir: str | None, probe: str = "", *, unseen: str = "") -> Gat
 # --- Sessions and locks ---
 
 
-def long_transactions_gate(
-    conn: psycopg.Connection, threshold_s: float | None = None
-) -> GateResult:
+def long_transactions_gate(conn: pg.Connection, threshold_s: float | None = None) -> GateResult:
     """Other sessions whose transaction has been open longer than the threshold (default
     RUNWAY_LONG_TRANSACTION_SECONDS): a warning, as is not being allowed to see other roles'."""
     threshold = settings.RUNWAY_LONG_TRANSACTION_SECONDS if threshold_s is None else threshold_s
@@ -410,7 +418,7 @@ def _lingers(row: dict[str, Any]) -> bool:
     return age is None or age >= settings.RUNWAY_LOCK_HOLDER_SECONDS
 
 
-def lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateResult:
+def lock_gate(conn: pg.Connection, tables: Sequence[str]) -> GateResult:
     """Sessions (not ours) holding or waiting for any lock on the tables: the migration's own
     locks would queue behind them, and everything else behind the migration."""
     if not tables:
@@ -529,18 +537,20 @@ def _rehearsal_evidence(found: Rehearsal) -> dict[str, Any]:
 
 
 def rehearsal_gate(db: ManagedDatabase, revisions: Sequence[str]) -> GateResult:
-    """The newest finished rehearsal of exactly these pending revisions must have run each of
-    them without error."""
+    """The newest finished rehearsal of exactly these pending revisions must have succeeded,
+    running each of them without error. Whatever else it ended as fails the gate: failed (a
+    revision failed, or the copy could not be made), and interrupted or cancelled too (half a
+    rehearsal proves nothing, and an older success does not outweigh a newer end)."""
     revisions = list(revisions)
     if not revisions:
         return _result("rehearsal", PASS, "Nothing is pending, so there is nothing to rehearse.")
     names = ", ".join(revisions)
     evidence: dict[str, Any] = {"revisions": revisions}
-    same = db.rehearsals.filter(revisions=revisions).order_by("-requested_at")
-    found = same.filter(state__in=(JobState.DONE, JobState.FAILED)).first()
+    same = db.rehearsals.filter(revisions=revisions).order_by("-requested_at", "-pk")
+    found = same.filter(state__in=FINISHED).first()
     if found is None:
-        active = same.filter(state__in=(JobState.QUEUED, JobState.RUNNING)).first()
-        other = db.rehearsals.exclude(revisions=revisions).filter(state=JobState.DONE).first()
+        active = same.filter(state__in=ACTIVE).first()
+        other = db.rehearsals.exclude(revisions=revisions).filter(state=JobState.SUCCEEDED).first()
         if active is not None:
             evidence["rehearsal"] = _rehearsal_evidence(active)
             summary = f"The rehearsal of {names} (#{active.pk}) is {active.state}, not done yet."
@@ -554,9 +564,16 @@ def rehearsal_gate(db: ManagedDatabase, revisions: Sequence[str]) -> GateResult:
             summary = f"No rehearsal of {names} yet."
         return _result("rehearsal", FAIL, summary, evidence)
     evidence["rehearsal"] = _rehearsal_evidence(found)
+    if found.state in (JobState.INTERRUPTED, JobState.CANCELLED):
+        why = f" ({found.error.rstrip('.')})" if found.error else ""
+        summary = (
+            f"The rehearsal of {names} (#{found.pk}) was {found.get_state_display().lower()} "
+            f"before it finished{why}: rehearse again."
+        )
+        return _result("rehearsal", FAIL, summary, evidence)
     timed = {t.get("revision"): t for t in found.timings}
     broken = next((r for r in revisions if not (timed.get(r) or {}).get("ok")), None)
-    if found.state == JobState.FAILED or broken is not None:
+    if found.state != JobState.SUCCEEDED or broken is not None:
         error = ((timed.get(broken) or {}).get("error") if broken else "") or found.error
         where = f" at {broken}" if broken else ""
         summary = f"The rehearsal of {names} (#{found.pk}) failed{where}" + (
@@ -575,7 +592,7 @@ def rehearsal_gate(db: ManagedDatabase, revisions: Sequence[str]) -> GateResult:
 # --- All of them ---
 
 
-def _connect(db: ManagedDatabase, password: str | None) -> tuple[psycopg.Connection | None, str]:
+def _connect(db: ManagedDatabase, password: str | None) -> tuple[pg.Connection | None, str]:
     try:
         conn = pg.connect(
             db.dsn,
@@ -585,12 +602,12 @@ def _connect(db: ManagedDatabase, password: str | None) -> tuple[psycopg.Connect
         )
     except pg.BadDsn as exc:
         return None, str(exc)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         problem = pg.classify(exc)
         return None, f"{pg.PROBLEM_MESSAGES[problem]}: {_reason(exc)}"
     try:
         conn.execute("SELECT set_config('statement_timeout', %s, false)", [QUERY_TIMEOUT])
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         conn.close()
         return None, f"{pg.PROBLEM_MESSAGES['error']}: {_reason(exc)}"
     return conn, ""
@@ -598,26 +615,26 @@ def _connect(db: ManagedDatabase, password: str | None) -> tuple[psycopg.Connect
 
 def _over(
     name: str,
-    conn: psycopg.Connection | None,
+    conn: pg.Connection | None,
     problem: str,
-    gate: Callable[[psycopg.Connection], GateResult],
+    gate: Callable[[pg.Connection], GateResult],
 ) -> GateResult:
     """A gate that reads the database: fails with the reason when it cannot."""
     if conn is None:
         return _result(name, FAIL, f"Not checked: {problem}.", {"error": problem})
     try:
         return gate(conn)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         reason = _reason(exc)
         return _result(name, FAIL, f"The check could not run: {reason}.", {"error": reason})
 
 
-def _disk(db: ManagedDatabase, conn: psycopg.Connection | None, problem: str) -> GateResult:
+def _disk(db: ManagedDatabase, conn: pg.Connection | None, problem: str) -> GateResult:
     data_dir, unseen = None, f"Runway could not connect ({problem})"
     if conn is not None:
         try:
             data_dir, unseen = local_data_directory(conn)
-        except psycopg.Error as exc:
+        except pg.Error as exc:
             unseen = f"the data directory could not be read ({_reason(exc)})"
     return disk_gate(data_dir, db.disk_probe, unseen=unseen)
 
@@ -651,7 +668,7 @@ def evaluate(
             conn.close()
 
 
-def _settled_lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateResult:
+def _settled_lock_gate(conn: pg.Connection, tables: Sequence[str]) -> GateResult:
     """Locks are a moment's picture: a failing lock gate is looked at again after
     RUNWAY_LOCK_RECHECK_SECONDS, and fails only if a holder is still there."""
     first = lock_gate(conn, tables)
@@ -667,7 +684,7 @@ def _settled_lock_gate(conn: psycopg.Connection, tables: Sequence[str]) -> GateR
     return again
 
 
-# --- Runs on a worker ---
+# --- Runs on a worker (job kind "gate_run") ---
 
 
 @transaction.atomic
@@ -679,60 +696,43 @@ def request_gate_run(
     tables: Sequence[str],
     enqueue: bool = True,
 ) -> GateRun:
-    """Queue a gate run for ``db``'s pending ``revisions``; ``tables`` are those they touch."""
-    from dashboard.schema.tasks import run_gates
-
+    """Record a gate run for ``db``'s pending ``revisions`` (``tables``: the existing tables they
+    touch, which the lock gate watches), audited, and queue it for a worker; ``enqueue=False``
+    when the caller runs it itself (``jobs.run("gate_run", run.pk)``)."""
     run = GateRun.objects.create(
         database=db,
         requested_by=actor if actor is not None and actor.pk else None,  # type: ignore[misc]
         revisions=list(revisions),
+        tables=list(tables),
     )
     details = {"gate_run": run.pk, "revisions": list(revisions), "tables": list(tables)}
     record(actor, "schema.gates_requested", db, details=details)
     if enqueue:
-        run_gates.delay_on_commit(run.pk, list(tables))
+        jobs.enqueue(run)
     return run
 
 
-def claim(gate_run_id: int) -> bool:
-    """Take a queued run (or one whose worker vanished mid-run); False when another worker has
-    it or it is done, so a run delivered twice runs once."""
-    now = timezone.now()
-    waiting = Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, started_at__lt=now - STALE_RUN)
-    return bool(
-        GateRun.objects.filter(waiting, pk=gate_run_id).update(
-            state=JobState.RUNNING, started_at=now
-        )
-    )
-
-
-def perform_gate_run(gate_run_id: int, tables: Sequence[str] | None = None) -> GateRun | None:
-    """Run the gates of a queued run and record them; None when the run was not ours to take.
-
-    ``tables`` default to those the pending revisions touch, as the analysis reads them now."""
-    if not claim(gate_run_id):
-        return None
-    run = GateRun.objects.select_related("database").get(pk=gate_run_id)
+def perform(run: GateRun, context: jobs.Context) -> None:
+    """The job's work: every gate over the row's revisions and tables, recorded on the row with
+    its audit event. Gates that say fail make a succeeded run whose verdict is fail; a run whose
+    gates could not run at all fails, with the reason and no verdict."""
     try:
-        if tables is None:
-            from dashboard.schema.analysis import pending_and_tables
-
-            tables = pending_and_tables(run.database)[1]
-        results = evaluate(run.database, revisions=run.revisions, tables=tables)
+        results = evaluate(run.database, revisions=run.revisions, tables=run.tables)
     except Exception as exc:
         logger.exception("gate run %s failed", run.pk)
-        return _finish(run, [], error=f"The gates could not run: {_reason(exc)}")
-    return _finish(run, results)
+        _finish(run, [], error=f"The gates could not run: {_reason(exc)}")
+        return
+    context.check_cancelled()  # asked to stop while the gates ran: what they saw is not wanted
+    _finish(run, results)
 
 
-def _finish(run: GateRun, results: list[GateResult], *, error: str = "") -> GateRun:
+def _finish(run: GateRun, results: list[GateResult], *, error: str = "") -> None:
+    fields = {"results": [r.to_json() for r in results], "verdict": overall(results)}
+    if error:
+        fields["verdict"] = ""
     with transaction.atomic():
-        run.results = [r.to_json() for r in results]
-        run.verdict = overall(results) if not error else ""
-        run.state = JobState.FAILED if error else JobState.DONE
-        run.error = error
-        run.finished_at = timezone.now()
-        run.save()
+        if not (run.fail(error, **fields) if error else run.succeed(**fields)):
+            return  # no longer ours (the reaper interrupted it): the row says so already
         record(
             None,
             "schema.gates_run",
@@ -745,4 +745,20 @@ def _finish(run: GateRun, results: list[GateResult], *, error: str = "") -> Gate
                 "error": error,
             },
         )
-    return run
+
+
+jobs.register(
+    jobs.Kind(
+        "gate_run",
+        GateRun,
+        perform,
+        # The gates take seconds (one connection, pg_isready, a probe of at most PROBE_TIMEOUT,
+        # queries under QUERY_TIMEOUT, one lock re-check); the heart beats from its own thread
+        # meanwhile, so a minute without a beat is a dead worker. A run nobody took for ten
+        # minutes would report on a moment long past (locks, transactions): it is not wanted.
+        stale_after=60,
+        queued_after=600,
+        heartbeat_every=10,
+        max_attempts=1,
+    )
+)

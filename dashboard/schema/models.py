@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs.models import Job
 
 
 class RiskAcceptance(models.Model):
@@ -62,21 +63,19 @@ class RevisionAnalysis(models.Model):
         return f"analysis of {self.revision} ({self.key[:12]})"
 
 
-class JobState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-
-
 class Verdict(models.TextChoices):
     PASS = "pass", "Pass"
     WARN = "warn", "Warn"
     FAIL = "fail", "Fail"
 
 
-class GateRun(models.Model):
-    """One run of the pre-migration gates against a database, on a worker."""
+class GateRun(Job):
+    """One run of the pre-migration gates against a database, on a worker (job kind
+    ``gate_run``, see gates.py).
+
+    A run whose gates said fail *succeeded* as a job: the gates ran and ``verdict`` and
+    ``results`` say what they saw. A failed run is one whose gates could not run at all
+    (``error`` says why); it has no verdict."""
 
     database = models.ForeignKey(
         ManagedDatabase, on_delete=models.CASCADE, related_name="gate_runs"
@@ -85,15 +84,13 @@ class GateRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     requested_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
-    # The pending revisions the gates were run for (oldest first) and the target.
+    # The pending revisions the gates were run for (oldest first), and the existing tables they
+    # touch (the lock gate watches these): what the requester saw, so the worker checks that.
     revisions = models.JSONField(default=list, blank=True)
+    tables = models.JSONField(default=list, blank=True)
     # [{"name", "title", "verdict", "summary", "evidence": {...}}, ...]
     results = models.JSONField(default=list, blank=True)
     verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -101,13 +98,20 @@ class GateRun(models.Model):
     def __str__(self) -> str:
         return f"gates {self.pk} for {self.database.name}"
 
-    @property
-    def is_done(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
 
+class Rehearsal(Job):
+    """The pending revisions run on a throw-away copy of the database, timed (job kind
+    ``rehearsal``, see rehearsal.py).
 
-class Rehearsal(models.Model):
-    """The pending revisions run on a throw-away copy of the database, timed."""
+    A rehearsal in which a revision failed on the copy is a *failed* job, not a succeeded one
+    with a failed result (as a connection check that could not connect is). A check's result is
+    what it saw, and "cannot connect" is a complete answer. A rehearsal's result is a
+    measurement of the whole chain on production's data, what the deployment would take: when
+    a revision fails there is no such measurement (the revisions after it never ran, the total
+    is not a deployment's), so nothing may use it as one. Only a succeeded rehearsal times the
+    revisions (``latest_rehearsal``) and satisfies the rehearsal gate; the failed revision's
+    timing (``ok`` False, its error) says why it failed, and ``error`` names it.
+    """
 
     class Method(models.TextChoices):
         TEMPLATE = "template", "CREATE DATABASE … TEMPLATE"
@@ -120,10 +124,6 @@ class Rehearsal(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     requested_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
     from_revisions = models.JSONField(default=list, blank=True)
     to_revision = models.CharField(max_length=64, blank=True)
     # The pending revisions, oldest first, as they were when the rehearsal was requested.
@@ -137,7 +137,6 @@ class Rehearsal(models.Model):
     timings = models.JSONField(default=list, blank=True)
     total_seconds = models.FloatField(null=True, blank=True)
     longest_lock_wait_ms = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
     drop_error = models.TextField(blank=True)
 
     class Meta:
@@ -145,10 +144,6 @@ class Rehearsal(models.Model):
 
     def __str__(self) -> str:
         return f"rehearsal {self.pk} of {self.database.name}"
-
-    @property
-    def is_done(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
 
     def timing_of(self, revision: str) -> dict[str, object] | None:
         return next((t for t in self.timings if t.get("revision") == revision), None)

@@ -1,7 +1,8 @@
 """Rehearsal: the pending revisions run on a throw-away copy of the database, timed.
 
-:func:`request_rehearsal` records what is pending (from the last good connection check) and queues
-the task; :func:`perform_rehearsal` (the task, or ``manage.py rehearse``) claims the row and:
+:func:`request_rehearsal` records what is pending (from the last good connection check) and asks
+the job lifecycle for it (job kind ``rehearsal``); :func:`perform` is its work, on a worker (or in
+``manage.py rehearse``, through ``jobs.run``), once the lifecycle has claimed the row:
 
 1. copies the database into ``runway_rehearsal_<id>``: with ``CREATE DATABASE ... TEMPLATE`` on
    the source's own server when nobody is connected to the source and its role may copy it
@@ -18,9 +19,15 @@ the task; :func:`perform_rehearsal` (the task, or ``manage.py rehearse``) claims
 
 ``total_seconds`` is the sum of the revisions' times: what the deployment would take on
 data like production's (the copy itself is ``copy_seconds``). A failing revision stops the
-rehearsal; its timing has ``ok`` False and the (redacted) error. The copy and the
-revisions run in a second thread so that this one keeps the row's heartbeat; a worker that dies
-leaves a stale heartbeat that :func:`reap_stale` turns into a failure, dropping the copy.
+rehearsal, which fails (see ``Rehearsal``); its timing has ``ok`` False and the (redacted) error.
+
+The lifecycle's heartbeat thread beats all along, the longest migration on the copy included;
+each revision runs in a thread beside this one, which samples the copy's locks and notices when
+the row is no longer ours. What is known so far (where the copy lives, each revision's timing)
+is written on the row as soon as it is known, so the page shows it and the reaper knows which
+copy to drop. A worker that dies stops the heart: the reaper (``jobs.reap``) interrupts the
+rehearsal after the kind's ``stale_after`` and drops its copy (:func:`_drop_left_copy`). A
+cancel request is honoured between the copy and each revision.
 """
 
 from __future__ import annotations
@@ -31,22 +38,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from dashboard.audit.chain import Actor, record
 from dashboard.backups import pipeline, validation
-from dashboard.backups.models import Backup, BackupState, ValidationState
+from dashboard.backups.models import Backup
 from dashboard.databases import credentials, run_modes
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 from dashboard.lib import alembic, gpg, pg
 from dashboard.schema import execution, runners
-from dashboard.schema.models import JobState, Rehearsal
+from dashboard.schema.models import Rehearsal
 from dashboard.schema.status import last_good_check, status_of
 
 logger = logging.getLogger(__name__)
@@ -54,7 +60,7 @@ logger = logging.getLogger(__name__)
 COPY_PREFIX = "runway_rehearsal_"
 MAINTENANCE_DB = "postgres"
 SAMPLE_EVERY_S = 0.05
-WORKER_DIED = "The worker died mid-rehearsal (no heartbeat since {since})."
+LOST = "The rehearsal stopped being this worker's while it ran (the reaper interrupted it)."
 
 
 class RehearsalError(ValueError):
@@ -72,11 +78,9 @@ def copy_name(rehearsal_id: int) -> str:
 def request_rehearsal(
     actor: Actor | None, db: ManagedDatabase, *, enqueue: bool = True
 ) -> Rehearsal:
-    """Record a rehearsal of what is pending on ``db`` (audited) and queue it (``enqueue=False``:
-    the caller performs it). RehearsalError when the current revision is unknown or nothing is
-    pending."""
-    from dashboard.schema.tasks import run_rehearsal
-
+    """Record a rehearsal of what is pending on ``db`` (audited) and queue it for a worker
+    (``enqueue=False``: the caller runs it, ``jobs.run("rehearsal", rehearsal.pk)``).
+    RehearsalError when the current revision is unknown or nothing is pending."""
     check = last_good_check(db)
     if check is None:
         raise RehearsalError(
@@ -124,14 +128,16 @@ def request_rehearsal(
         },
     )
     if enqueue:
-        run_rehearsal.delay_on_commit(rehearsal.pk)
+        jobs.enqueue(rehearsal)
     return rehearsal
 
 
 def latest_rehearsal(db: ManagedDatabase, revisions: Sequence[str]) -> Rehearsal | None:
-    """The newest finished rehearsal of exactly ``revisions`` (oldest first) on ``db``."""
+    """The newest succeeded rehearsal of exactly ``revisions`` (oldest first) on ``db``: the
+    timings the pages, the approval and the execution trigger use. A failed, interrupted or
+    cancelled one times nothing."""
     return (
-        Rehearsal.objects.filter(database=db, state=JobState.DONE, revisions=list(revisions))
+        Rehearsal.objects.filter(database=db, state=JobState.SUCCEEDED, revisions=list(revisions))
         .order_by("-finished_at", "-pk")
         .first()
     )
@@ -148,6 +154,7 @@ class _Outcome:
     timings: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     drop_error: str = ""
+    end: str = ""  # cancelled or interrupted; else failed when there is an error, or succeeded
     # Where the copy lives (a DSN of an existing database there, and its password): set before
     # the copy is made, so that it is dropped whatever happens next.
     server: tuple[str, str | None] | None = None
@@ -159,57 +166,56 @@ class _Copy:
     password: str | None
 
 
-class _Heartbeat:
-    def __init__(self, rehearsal_id: int) -> None:
-        self.rehearsal_id = rehearsal_id
-        self.last = time.monotonic()
+class _Tick:
+    """Called while blocking work runs beside the job's thread: raises when the row is no longer
+    ours (the reaper interrupted it), and, where the work can stop part-way (a restore), when a
+    cancel was asked for."""
+
+    def __init__(self, context: jobs.Context, *, cancel: bool = False) -> None:
+        self.context = context
+        self.cancel = cancel
 
     def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self.last < pipeline.PROGRESS_EVERY_S:
-            return
-        self.last = now
-        alive = Rehearsal.objects.filter(pk=self.rehearsal_id, state=JobState.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
-        if not alive:
-            raise RehearsalError("The rehearsal was marked failed while it ran.")
+        if self.context.lost:
+            raise RehearsalError(LOST)
+        if self.cancel:
+            self.context.check_cancelled()
 
 
-def _claim(rehearsal_id: int) -> bool:
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.QUEUED).update(
-            state=JobState.RUNNING, started_at=now, heartbeat_at=now
-        )
-        if claimed:
-            rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
-            record(
-                None,
-                "schema.rehearsal_started",
-                rehearsal,
-                details={"database": rehearsal.database.name, "revisions": rehearsal.revisions},
-            )
-    return bool(claimed)
+def _show(rehearsal: Rehearsal, **fields: Any) -> None:
+    """Write what is known so far (where the copy lives, the timings) on the row now, with a
+    beat, not at the next heartbeat: the reaper must know where a copy is before it exists, and
+    the page shows each revision's time as it ends."""
+    if not rehearsal.beat(**fields):
+        raise RehearsalError(LOST)
 
 
-def perform_rehearsal(rehearsal_id: int) -> Rehearsal | None:
-    """Run the queued rehearsal ``rehearsal_id``; None when it is not ours (safe to run twice).
-    It always ends done or failed, with its copy dropped."""
-    if not _claim(rehearsal_id):
-        reaped = reap_stale(rehearsal_id=rehearsal_id)
-        return reaped[0] if reaped else None
-    rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
+def perform(rehearsal: Rehearsal, context: jobs.Context) -> None:
+    """The job's work (the lifecycle has claimed the row): copy, run, time, drop the copy, and
+    end the row (succeeded, failed or cancelled) with its audit event."""
+    record(
+        None,
+        "schema.rehearsal_started",
+        rehearsal,
+        details={
+            "database": rehearsal.database.name,
+            "revisions": rehearsal.revisions,
+            "worker": context.worker,
+        },
+    )
     outcome = _Outcome()
     try:
-        _rehearse(rehearsal, outcome, _Heartbeat(rehearsal_id))
+        _rehearse(rehearsal, outcome, context)
+    except jobs.Cancelled as exc:
+        outcome.error, outcome.end = str(exc) or "Cancelled on request.", JobState.CANCELLED
     except Exception as exc:
         outcome.error = _describe(exc)
-    except BaseException:  # interrupted (Ctrl-C, a worker shutting down): still end the row
-        outcome.error = outcome.error or "The rehearsal was interrupted."
-        _finish(rehearsal_id, outcome)
+    except BaseException:  # Ctrl-C in manage.py rehearse, a worker's hard stop: end the row
+        outcome.error = outcome.error or "The rehearsal was interrupted before it finished."
+        outcome.end = JobState.INTERRUPTED
+        _finish(rehearsal, outcome)
         raise
-    return _finish(rehearsal_id, outcome)
+    _finish(rehearsal, outcome)
 
 
 def _describe(exc: Exception) -> str:
@@ -221,13 +227,14 @@ def _describe(exc: Exception) -> str:
     return pipeline.describe(exc)[0]
 
 
-def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> None:
+def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, context: jobs.Context) -> None:
     name = copy_name(rehearsal.pk)
     problem = run_modes.refusal(rehearsal.database)
     if problem:  # before copying anything
         raise RehearsalError(f"Refused to run the project's alembic: {problem} Nothing ran.")
     try:
-        copy = _make_copy(rehearsal, outcome, heartbeat)
+        context.check_cancelled()
+        copy = _make_copy(rehearsal, outcome, context)
         with pg.connect(
             copy.dsn, copy.password, timeout=settings.RUNWAY_CONNECT_TIMEOUT
         ) as watcher:
@@ -238,7 +245,7 @@ def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) ->
                     f"{rehearsal.database.name} was at {', '.join(rehearsal.from_revisions)} when "
                     "the rehearsal was requested: check its connection and rehearse again."
                 )
-            _run_revisions(rehearsal, copy, watcher, outcome, heartbeat)
+            _run_revisions(rehearsal, copy, watcher, outcome, context)
     finally:
         if outcome.server is not None:
             outcome.drop_error = validation.drop_scratch(*outcome.server, name).replace(
@@ -246,17 +253,10 @@ def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) ->
             )
 
 
-def _progress(rehearsal_id: int, **fields: Any) -> None:
-    """Show what is known so far (method, timings) on the row while it runs."""
-    Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.RUNNING).update(
-        heartbeat_at=timezone.now(), **fields
-    )
-
-
 # --- The copy ---
 
 
-def _make_copy(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -> _Copy:
+def _make_copy(rehearsal: Rehearsal, outcome: _Outcome, context: jobs.Context) -> _Copy:
     db = rehearsal.database
     password = credentials.password(db)
     name = copy_name(rehearsal.pk)
@@ -265,18 +265,18 @@ def _make_copy(rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat) -
     refusal = _template_refusal(maintenance, password, source)
     if not refusal:
         outcome.method, outcome.server = Rehearsal.Method.TEMPLATE, (maintenance, password)
-        _progress(rehearsal.pk, method=outcome.method)
+        _show(rehearsal, method=outcome.method)
         job = _beside(
-            "rehearsal-copy", lambda: _clone(maintenance, password, name, source), heartbeat
+            "rehearsal-copy", lambda: _clone(maintenance, password, name, source), _Tick(context)
         )
         if job.error is None:
             outcome.copy_seconds = round(job.seconds, 3)
             return _Copy(pg.with_dbname(db.dsn, name), password)
-        if not isinstance(job.error, psycopg.errors.ObjectInUse):
+        if not isinstance(job.error, pg.errors.ObjectInUse):
             raise job.error
         outcome.method = ""
         refusal = f"a session connected to {source} while it was being copied"
-    return _restore_copy(rehearsal, outcome, heartbeat, refusal)
+    return _restore_copy(rehearsal, outcome, context, refusal)
 
 
 def _template_refusal(maintenance: str, password: str | None, source: str) -> str:
@@ -286,7 +286,7 @@ def _template_refusal(maintenance: str, password: str | None, source: str) -> st
         with pg.connect(maintenance, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as admin:
             sessions = pg.other_sessions(admin, source)
             allowed = pg.can_clone(admin, source)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         detail = pipeline.describe(exc)[0]
         return f"{user} cannot reach the maintenance database {MAINTENANCE_DB} ({detail})"
     reasons = []
@@ -308,20 +308,11 @@ def _clone(maintenance: str, password: str | None, name: str, source: str) -> No
 
 
 def _validated_backup(db: ManagedDatabase) -> Backup | None:
-    return (
-        Backup.objects.filter(
-            database=db,
-            state=BackupState.COMPLETED,
-            validations__state=ValidationState.PASSED,
-        )
-        .order_by("-created_at", "-pk")
-        .distinct()
-        .first()
-    )
+    return Backup.objects.filter(database=db).validated().order_by("-created_at", "-pk").first()
 
 
 def _restore_copy(
-    rehearsal: Rehearsal, outcome: _Outcome, heartbeat: _Heartbeat, refusal: str
+    rehearsal: Rehearsal, outcome: _Outcome, context: jobs.Context, refusal: str
 ) -> _Copy:
     db = rehearsal.database
     backup = _validated_backup(db)
@@ -341,11 +332,12 @@ def _restore_copy(
     name = copy_name(rehearsal.pk)
     outcome.method, outcome.backup_id = Rehearsal.Method.BACKUP, backup.pk
     outcome.server = (server_dsn, password)
-    _progress(rehearsal.pk, method=outcome.method, backup_id=backup.pk)
+    _show(rehearsal, method=outcome.method, backup_id=backup.pk)
     started = time.monotonic()
     version = validation.create_scratch(server_dsn, password, name)
     dsn = pg.with_dbname(server_dsn, name)
-    read = validation.restore_backup(backup, dsn, password, passphrase, version, heartbeat)
+    tick = _Tick(context, cancel=True)
+    read = validation.restore_backup(backup, dsn, password, passphrase, version, tick)
     if read is not None and read != backup.sha256:
         raise RehearsalError(
             f"Backup #{backup.pk} read back with sha256 {read}, not the {backup.sha256} recorded: "
@@ -359,7 +351,8 @@ def _restore_copy(
 
 
 class _Job(threading.Thread):
-    """Blocking work (a copy, an Alembic command) off the thread that keeps the heartbeat."""
+    """Blocking work (a copy, an Alembic command) off the job's thread, which samples locks and
+    watches the row meanwhile."""
 
     def __init__(self, name: str, work: Callable[[], None]) -> None:
         super().__init__(name=name, daemon=True)
@@ -397,7 +390,7 @@ def _beside(name: str, work: Callable[[], None], tick: Callable[[], None]) -> _J
 class _Sampler:
     """The longest lock wait seen in the copy; sampling stops quietly if the query fails."""
 
-    def __init__(self, watcher: psycopg.Connection) -> None:
+    def __init__(self, watcher: pg.Connection) -> None:
         self.watcher = watcher
         self.longest_ms = 0.0
         self.broken = False
@@ -407,7 +400,7 @@ class _Sampler:
             return
         try:
             waits = pg.lock_waits(self.watcher)
-        except psycopg.Error as exc:
+        except pg.Error as exc:
             logger.warning("lock wait sampling stopped: %s", exc)
             self.broken = True
             return
@@ -418,9 +411,9 @@ class _Sampler:
 def _run_revisions(
     rehearsal: Rehearsal,
     copy: _Copy,
-    watcher: psycopg.Connection,
+    watcher: pg.Connection,
     outcome: _Outcome,
-    heartbeat: _Heartbeat,
+    context: jobs.Context,
 ) -> None:
     # The same runner and server options as the real migration.
     runner = runners.runner_for(
@@ -433,9 +426,10 @@ def _run_revisions(
     _warm_up()
     try:
         for revision in rehearsal.revisions:
-            timing = _timed(runner, revision, _Sampler(watcher), heartbeat)
+            context.check_cancelled()
+            timing = _timed(runner, revision, _Sampler(watcher), _Tick(context))
             outcome.timings.append(timing)
-            _progress(rehearsal.pk, timings=outcome.timings)
+            _show(rehearsal, timings=outcome.timings)
             if not timing["ok"]:
                 raise RehearsalError(f"Revision {revision} failed: {timing['error']}")
     finally:
@@ -450,11 +444,11 @@ def _warm_up() -> None:
 
 
 def _timed(
-    runner: runners.Runner, revision: str, sampler: _Sampler, heartbeat: _Heartbeat
+    runner: runners.Runner, revision: str, sampler: _Sampler, watch: _Tick
 ) -> dict[str, Any]:
     def tick() -> None:
         sampler()
-        heartbeat()
+        watch()
 
     job = _beside(f"rehearsal-{revision}", lambda: runner.run(revision, "upgrade"), tick)
     if job.error is not None and not isinstance(job.error, runners.RevisionFailed):
@@ -472,81 +466,60 @@ def _timed(
 # --- Ending ---
 
 
-def _finish(rehearsal_id: int, outcome: _Outcome) -> Rehearsal:
+def _finish(rehearsal: Rehearsal, outcome: _Outcome) -> None:
+    """End the row with what was measured, audited in the same transaction; nothing when the
+    row is no longer ours (the reaper interrupted it, and audited that)."""
     timings = outcome.timings
     total = round(sum(t["seconds"] for t in timings), 3) if timings else None
     longest = max((t["lock_wait_ms"] for t in timings), default=None)
-    state = JobState.FAILED if outcome.error else JobState.DONE
-    now = timezone.now()
+    fields = {
+        "method": outcome.method,
+        "backup_id": outcome.backup_id,
+        "copy_seconds": outcome.copy_seconds,
+        "timings": timings,
+        "total_seconds": total,
+        "longest_lock_wait_ms": longest,
+        "drop_error": outcome.drop_error,
+    }
+    end = outcome.end or (JobState.FAILED if outcome.error else JobState.SUCCEEDED)
     with transaction.atomic():
-        done = Rehearsal.objects.filter(pk=rehearsal_id, state=JobState.RUNNING).update(
-            state=state,
-            method=outcome.method,
-            backup_id=outcome.backup_id,
-            copy_seconds=outcome.copy_seconds,
-            timings=timings,
-            total_seconds=total,
-            longest_lock_wait_ms=longest,
-            error=outcome.error,
-            drop_error=outcome.drop_error,
-            finished_at=now,
-            heartbeat_at=now,
+        if end == JobState.SUCCEEDED:
+            moved = rehearsal.succeed(**fields)
+        elif end == JobState.FAILED:
+            moved = rehearsal.fail(outcome.error, **fields)
+        elif end == JobState.CANCELLED:
+            moved = rehearsal.cancelled(outcome.error, **fields)
+        else:
+            moved = rehearsal.beat(**fields) and rehearsal.interrupt(outcome.error)
+        if not moved:
+            return
+        failed = next((t["revision"] for t in timings if not t["ok"]), None)
+        record(
+            None,
+            "schema.rehearsed",
+            rehearsal,
+            details={
+                "database": rehearsal.database.name,
+                "state": str(end),
+                "method": outcome.method,
+                "backup": outcome.backup_id,
+                "revisions": rehearsal.revisions,
+                "rehearsed": [t["revision"] for t in timings],
+                "failed_revision": failed,
+                "copy_seconds": outcome.copy_seconds,
+                "total_seconds": total,
+                "longest_lock_wait_ms": longest,
+                "error": outcome.error,
+                "drop_error": outcome.drop_error,
+            },
         )
-        rehearsal = Rehearsal.objects.select_related("database").get(pk=rehearsal_id)
-        if done:
-            failed = next((t["revision"] for t in timings if not t["ok"]), None)
-            record(
-                None,
-                "schema.rehearsed",
-                rehearsal,
-                details={
-                    "database": rehearsal.database.name,
-                    "state": state,
-                    "method": outcome.method,
-                    "backup": outcome.backup_id,
-                    "revisions": rehearsal.revisions,
-                    "rehearsed": [t["revision"] for t in timings],
-                    "failed_revision": failed,
-                    "copy_seconds": outcome.copy_seconds,
-                    "total_seconds": total,
-                    "longest_lock_wait_ms": longest,
-                    "error": outcome.error,
-                    "drop_error": outcome.drop_error,
-                },
-            )
-    return rehearsal
-
-
-def reap_stale(*, now: datetime | None = None, rehearsal_id: int | None = None) -> list[Rehearsal]:
-    """Fail running rehearsals whose worker died (stale heartbeat) and drop their copies."""
-    cutoff = (now or timezone.now()) - pipeline.stale_after()
-    candidates = Rehearsal.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
-    if rehearsal_id is not None:
-        candidates = candidates.filter(pk=rehearsal_id)
-    reaped = []
-    for pk, heartbeat in candidates.values_list("pk", "heartbeat_at"):
-        assert heartbeat is not None  # filtered on it
-        message = WORKER_DIED.format(since=heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z"))
-        with transaction.atomic():
-            taken = Rehearsal.objects.filter(
-                pk=pk, state=JobState.RUNNING, heartbeat_at=heartbeat
-            ).update(state=JobState.FAILED, error=message, finished_at=timezone.now())
-            if not taken:
-                continue
-            rehearsal = Rehearsal.objects.select_related("database").get(pk=pk)
-            record(
-                None,
-                "schema.rehearsed",
-                rehearsal,
-                details={"database": rehearsal.database.name, "state": "failed", "error": message},
-            )
-        _drop_left_copy(rehearsal)
-        reaped.append(rehearsal)
-    return reaped
 
 
 def _drop_left_copy(rehearsal: Rehearsal) -> None:
+    """The kind's clean-up when the reaper interrupts a rehearsal: drop its copy, wherever the
+    row says it was being made (``method`` is written before the copy exists)."""
     db = rehearsal.database
+    server: tuple[str, str | None]
     try:
         if rehearsal.method == Rehearsal.Method.TEMPLATE:
             server = (pg.with_dbname(db.dsn, MAINTENANCE_DB), credentials.password(db))
@@ -560,3 +533,22 @@ def _drop_left_copy(rehearsal: Rehearsal) -> None:
     problem = validation.drop_scratch(*server, copy_name(rehearsal.pk))
     if problem:
         Rehearsal.objects.filter(pk=rehearsal.pk).update(drop_error=problem)
+
+
+jobs.register(
+    jobs.Kind(
+        "rehearsal",
+        Rehearsal,
+        perform,
+        # The heart beats from the lifecycle's own thread every 10 s whatever the rehearsal does
+        # (a restore, a long migration on the copy), so two minutes without a beat is a dead
+        # worker, however long the revisions take. A rehearsal may wait behind other long jobs
+        # (a backup, another rehearsal) on busy workers: an hour unclaimed means none is coming.
+        # No retry: a person asks again, after reading why.
+        stale_after=120,
+        queued_after=3600,
+        heartbeat_every=10,
+        max_attempts=1,
+        on_interrupted=_drop_left_copy,
+    )
+)

@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from dashboard.accounts.roles import Role, role_required
+from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic
 from dashboard.schema import analysis, gates, rehearsal
@@ -30,7 +30,7 @@ def _reports_or_error(
 
 @require_GET
 @role_required(Role.VIEWER)
-def history(request: HttpRequest, name: str) -> HttpResponse:
+def history(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     check = last_good_check(db)
     status = status_of(db, check)
@@ -60,13 +60,13 @@ def history(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @role_required(Role.VIEWER)
-def revision(request: HttpRequest, name: str, rev: str) -> HttpResponse:
+def revision(request: Request, name: str, rev: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     return _revision_page(request, db, rev, AcceptFindingForm(rules=[]))
 
 
 def _revision_page(
-    request: HttpRequest, db: ManagedDatabase, rev: str, form: AcceptFindingForm, status: int = 200
+    request: Request, db: ManagedDatabase, rev: str, form: AcceptFindingForm, status: int = 200
 ) -> HttpResponse:
     script = analysis.known_revision(db, rev)
     if script is None:
@@ -115,7 +115,7 @@ def _revision_page(
 
 @require_POST
 @role_required(Role.LEAD)
-def accept_finding(request: HttpRequest, name: str, rev: str) -> HttpResponse:
+def accept_finding(request: Request, name: str, rev: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     if analysis.known_revision(db, rev) is None:
         raise Http404(f"No revision {rev} in {db.name}'s scripts.")
@@ -149,7 +149,7 @@ def _live(db: ManagedDatabase) -> dict[str, Any]:
 
 @require_GET
 @role_required(Role.VIEWER)
-def preflight(request: HttpRequest, name: str) -> HttpResponse:
+def preflight(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     live = _live(db)
     if request.htmx:
@@ -179,7 +179,7 @@ def _pending_reports(db: ManagedDatabase) -> tuple[analysis.Pending, list[Any]]:
 
 @require_POST
 @role_required(Role.ENGINEER)
-def run_gates(request: HttpRequest, name: str) -> HttpResponse:
+def run_gates(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     pending, reports = _pending_reports(db)
     run = gates.request_gate_run(
@@ -191,7 +191,7 @@ def run_gates(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @role_required(Role.ENGINEER)
-def rehearse(request: HttpRequest, name: str) -> HttpResponse:
+def rehearse(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     try:
         queued = rehearsal.request_rehearsal(request.user, db)
@@ -204,7 +204,7 @@ def rehearse(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @role_required(Role.VIEWER)
-def gate_run(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
+def gate_run(request: Request, name: str, run_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     run = get_object_or_404(GateRun.objects.filter(database=db), pk=run_id)
     return render(request, "schema/gate_run.html", {"db": db, "run": run, "nav": "overview"})
@@ -212,7 +212,7 @@ def gate_run(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
 
 @require_GET
 @role_required(Role.VIEWER)
-def rehearsal_detail(request: HttpRequest, name: str, rehearsal_id: int) -> HttpResponse:
+def rehearsal_detail(request: Request, name: str, rehearsal_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     found = get_object_or_404(Rehearsal.objects.filter(database=db), pk=rehearsal_id)
     context = {"db": db, "rehearsed": found, "nav": "overview"}

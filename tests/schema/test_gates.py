@@ -1,13 +1,15 @@
 """Pre-migration gates, each tested by creating its condition for real: a transaction left open in
 another connection, a lock holder and a waiter, old and unvalidated backups, pg_isready against the
 live cluster and a closed port, the data directory's real disk, probe commands, a cluster whose
-WAL archiving fails, rehearsal rows; then the whole run on the real Celery worker and the
-``preflight`` command."""
+WAL archiving fails, rehearsal rows; then the whole run on the real Celery worker (killed mid-run
+and reaped; two racing for one run) and the ``preflight`` command."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -20,11 +22,20 @@ import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
-from helpers import TARGET_PASSWORD, TARGET_ROLE, make_database, wait_until
+from helpers import (
+    TARGET_PASSWORD,
+    TARGET_ROLE,
+    backup_outcome,
+    make_database,
+    validation_outcome,
+    wait_until,
+    worker_process,
+)
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Backup, BackupPolicy, Validation
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import pg
 from dashboard.schema import gates
 from dashboard.schema.gates import (
@@ -73,7 +84,7 @@ def superuser_conn(pg_cluster: Cluster, dsn: str) -> Iterator[psycopg.Connection
 def backup(db: Any, *, hours_ago: float = 1.0, **kwargs: Any) -> Backup:
     """A completed backup row as the pipeline leaves it, taken ``hours_ago``."""
     taken = timezone.now() - timedelta(hours=hours_ago)
-    kwargs.setdefault("state", "completed")
+    kwargs.update(backup_outcome(kwargs.pop("state", "completed")))
     kwargs.setdefault("reason", "scheduled")
     kwargs.setdefault("storage_url", f"file:///srv/backups/{db.name}/{taken:%Y%m%dT%H%M%S}.dump")
     kwargs.setdefault("size_bytes", 1_250_000)
@@ -99,10 +110,10 @@ def validation(of: Backup, state: str = "passed", **kwargs: Any) -> Validation:
     kwargs.setdefault("checks", [{"name": "row count users", "ok": state == "passed"}])
     if state == "failed":
         kwargs.setdefault("error", "row count of users: expected 200, found 0")
-    return Validation.objects.create(backup=of, state=state, **kwargs)
+    return Validation.objects.create(backup=of, **validation_outcome(state), **kwargs)
 
 
-def rehearsed(db: Any, revisions: list[str], state: str = "done", **kwargs: Any) -> Rehearsal:
+def rehearsed(db: Any, revisions: list[str], state: str = "succeeded", **kwargs: Any) -> Rehearsal:
     """A rehearsal row as the rehearsal worker leaves it."""
     finished = timezone.now() - timedelta(minutes=30)
     kwargs.setdefault(
@@ -113,7 +124,7 @@ def rehearsed(db: Any, revisions: list[str], state: str = "done", **kwargs: Any)
         ],
     )
     kwargs.setdefault("requested_at", finished - timedelta(minutes=2))
-    kwargs.setdefault("finished_at", finished if state in ("done", "failed") else None)
+    kwargs.setdefault("finished_at", None if state in ("queued", "running") else finished)
     kwargs.setdefault("method", "template")
     kwargs.setdefault("from_revisions", ["0016"])
     kwargs.setdefault("to_revision", revisions[-1] if revisions else "")
@@ -613,7 +624,7 @@ class TestRehearsalGate:
             "No rehearsal of 0017, 0018, 0019, 0020 yet.",
         )
 
-    def test_a_done_rehearsal_of_the_same_revisions_passes_with_its_timings(self):
+    def test_a_succeeded_rehearsal_of_the_same_revisions_passes_with_its_timings(self):
         db = make_database()
         done = rehearsed(db, PENDING)
         result = rehearsal_gate(db, PENDING)
@@ -649,7 +660,7 @@ class TestRehearsalGate:
         assert result.verdict == "fail"
         assert "failed at 0018: canceling statement due to lock timeout." in result.summary
 
-    def test_a_done_rehearsal_missing_a_revision_fails(self):
+    def test_a_succeeded_rehearsal_missing_a_revision_fails(self):
         db = make_database()
         timings = [{"revision": "0017", "seconds": 0.4, "lock_wait_ms": 0, "ok": True}]
         rehearsed(db, PENDING, timings=timings)
@@ -669,6 +680,23 @@ class TestRehearsalGate:
         result = rehearsal_gate(db, PENDING)
         assert result.verdict == "fail"
         assert "copy failed: disk full" in result.summary
+
+    @pytest.mark.parametrize("state", ["interrupted", "cancelled"])
+    def test_half_a_rehearsal_fails_even_after_an_older_success(self, state):
+        db = make_database()
+        rehearsed(db, PENDING, requested_at=timezone.now() - timedelta(days=2))
+        ran = [  # its first two revisions ran, each fine, before it ended
+            {"revision": r, "seconds": 0.5, "lock_wait_ms": 0.0, "ok": True, "error": ""}
+            for r in PENDING[:2]
+        ]
+        half = rehearsed(db, PENDING, state=state, timings=ran, error="Interrupted: gone.")
+        result = rehearsal_gate(db, PENDING)
+        assert result.verdict == "fail"
+        assert result.summary == (
+            f"The rehearsal of 0017, 0018, 0019, 0020 (#{half.pk}) was {state} before it "
+            "finished (Interrupted: gone): rehearse again."
+        )
+        assert result.evidence["rehearsal"]["state"] == state
 
 
 # --- All of them ---
@@ -722,34 +750,53 @@ def test_an_unresolvable_password_is_the_reason(dsn):
 def test_a_gate_run_is_recorded_with_its_results_and_audited(dsn, engineer):
     db = make_database(dsn=dsn)
     run = gates.request_gate_run(engineer, db, revisions=PENDING, tables=["users"], enqueue=False)
+    assert (run.state, run.revisions, run.tables) == ("queued", PENDING, ["users"])
     requested = AuditEvent.objects.get(action="schema.gates_requested")
     assert requested.actor_name == "erin"
     assert requested.details == {"gate_run": run.pk, "revisions": PENDING, "tables": ["users"]}
-    done = gates.perform_gate_run(run.pk, ["users"])
-    assert done is not None
-    done.refresh_from_db()
-    assert (done.state, done.verdict, done.error) == ("done", "fail", "")
+    done = jobs.run("gate_run", run.pk)
+    assert isinstance(done, GateRun)
+    # The gates said fail; the run itself succeeded: it ran them all.
+    assert (done.state, done.verdict, done.error) == ("succeeded", "fail", "")
+    assert done.attempts == 1 and done.worker and done.started_at <= done.finished_at
     assert [r["name"] for r in done.results] == list(gates.ORDER)
     assert set(done.results[0]) == {"name", "title", "verdict", "summary", "evidence"}
+    assert by_name(done.results)["locks"]["evidence"]["requested"] == ["users"]  # the row's
     ran = AuditEvent.objects.get(action="schema.gates_run")
     assert ran.details["verdict"] == "fail" and ran.details["gate_run"] == run.pk
-    assert ran.details["gates"]["ready"] == "pass"
-    assert gates.perform_gate_run(run.pk, ["users"]) is None  # done: delivered twice, run once
+    assert ran.details["state"] == "succeeded" and ran.details["gates"]["ready"] == "pass"
+    assert jobs.run("gate_run", run.pk) is None  # ended: delivered twice, run once
     assert verify().ok
     stored = json.dumps(done.results) + json.dumps(list(AuditEvent.objects.values("details")))
     assert TARGET_PASSWORD not in stored
 
 
 @pytest.mark.django_db
-def test_a_run_whose_worker_vanished_is_taken_again_but_a_live_one_is_not(dsn):
+def test_a_run_whose_heart_stopped_is_interrupted_by_the_reaper_and_a_live_one_is_not(dsn):
+    db = make_database(dsn=dsn)
+    old = timezone.now() - timedelta(seconds=61)
+    dead = gates.request_gate_run(None, db, revisions=[], tables=[], enqueue=False)
+    live = gates.request_gate_run(None, db, revisions=[], tables=[], enqueue=False)
+    GateRun.objects.filter(pk=dead.pk).update(state="running", started_at=old, heartbeat_at=old)
+    GateRun.objects.filter(pk=live.pk).update(state="running", heartbeat_at=timezone.now())
+    assert jobs.run("gate_run", live.pk) is None  # a redelivery never takes a running run
+    reaped = jobs.reap(kinds=["gate_run"])
+    assert [r.job.pk for r in reaped] == [dead.pk]
+    dead.refresh_from_db()
+    assert (dead.state, dead.verdict, dead.results) == ("interrupted", "", [])
+    assert GateRun.objects.get(pk=live.pk).state == "running"
+    assert AuditEvent.objects.filter(action="gate_run.interrupted").count() == 1
+    assert jobs.run("gate_run", dead.pk) is None  # nor an interrupted one
+
+
+@pytest.mark.django_db
+def test_a_run_nobody_took_is_interrupted_saying_so(dsn):
     db = make_database(dsn=dsn)
     run = gates.request_gate_run(None, db, revisions=[], tables=[], enqueue=False)
-    GateRun.objects.filter(pk=run.pk).update(state="running", started_at=timezone.now())
-    assert gates.perform_gate_run(run.pk, []) is None
-    GateRun.objects.filter(pk=run.pk).update(
-        started_at=timezone.now() - gates.STALE_RUN - timedelta(seconds=1)
-    )
-    assert gates.perform_gate_run(run.pk, []).state == "done"
+    GateRun.objects.filter(pk=run.pk).update(requested_at=timezone.now() - timedelta(minutes=11))
+    jobs.reap(kinds=["gate_run"])
+    run.refresh_from_db()
+    assert run.state == "interrupted" and "no worker took it within 10 minutes" in run.error
 
 
 @pytest.mark.django_db
@@ -760,9 +807,8 @@ def test_an_unexpected_error_fails_the_run_instead_of_leaving_it_running(dsn, mo
     monkeypatch.setattr(gates, "rehearsal_gate", broken)  # our own code, at one seam
     db = make_database(dsn=dsn)
     run = gates.request_gate_run(None, db, revisions=PENDING, tables=[], enqueue=False)
-    done = gates.perform_gate_run(run.pk, [])
-    assert done is not None
-    done.refresh_from_db()
+    done = jobs.run("gate_run", run.pk)
+    assert isinstance(done, GateRun)
     assert (done.state, done.verdict, done.results) == ("failed", "", [])
     assert done.finished_at is not None
     assert done.error == "The gates could not run: a bug in a gate"
@@ -779,13 +825,78 @@ def test_the_worker_runs_the_gates_and_sees_a_lock_holder(celery_worker, dsn, en
         wait_until(lambda: GateRun.objects.get(pk=run.pk).is_done, "the worker's gate run", 60)
         holder.rollback()
     run.refresh_from_db()
-    assert run.state == "done", run.error
+    assert run.state == "succeeded", run.error
     assert run.verdict == "fail"
     results = by_name(run.results)
     assert results["ready"]["verdict"] == "pass"
     assert results["locks"]["verdict"] == "fail"
     (row,) = results["locks"]["evidence"]["sessions"]
     assert (row["pid"], row["application_name"]) == (holder_pid, "slow-report")
+
+
+def looking_again(cluster: Cluster, dsn: str) -> bool:
+    """The gates' session has read the lock holders once and waits to look again."""
+    with psycopg.connect(cluster.dsn(pg.parse_dsn(dsn)["dbname"])) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runway-gates' "
+            "AND state = 'idle' AND query LIKE '%pg_locks%'"
+        ).fetchone()
+    return bool(found and found[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_run_is_reaped_and_its_run_has_no_verdict(
+    worker_env, dsn, pg_cluster, tmp_path, settings
+):
+    db = make_database(dsn=dsn)
+    queue = f"kill-gates-{os.getpid()}"
+    env = {**worker_env, "RUNWAY_LOCK_RECHECK_SECONDS": "600"}  # the lock gate looks again late
+    with session(dsn, application_name="batch-job") as holder:
+        holder.execute("LOCK TABLE users IN ACCESS SHARE MODE")  # and stays idle in it
+        with worker_process(env, queue, tmp_path / "worker.log") as proc:
+            settings.RUNWAY_JOB_QUEUE = queue
+            run = gates.request_gate_run(None, db, revisions=PENDING, tables=["users"])
+            wait_until(lambda: looking_again(pg_cluster, dsn), "the lock gate to wait", 60)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        holder.rollback()
+    run.refresh_from_db()
+    assert run.state == "running"  # nobody has said otherwise yet
+    timeout = jobs.KINDS["gate_run"].stale_seconds()
+    assert (
+        jobs.reap(now=run.heartbeat_at + timedelta(seconds=timeout / 2), kinds=["gate_run"]) == []
+    )
+    reaped = jobs.reap(now=run.heartbeat_at + timedelta(seconds=timeout + 1), kinds=["gate_run"])
+    assert [r.job.pk for r in reaped] == [run.pk]
+    run.refresh_from_db()
+    # Nothing half-done is listed as good: no verdict, no results.
+    assert (run.state, run.verdict, run.results) == ("interrupted", "", [])
+    assert not AuditEvent.objects.filter(action="schema.gates_run").exists()
+    call_command("verify_audit")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_given_the_same_gate_run_run_it_once(worker_env, dsn, tmp_path):
+    from dashboard.jobs.tasks import run_job
+
+    db = make_database(dsn=dsn)
+    queue = f"race-gates-{os.getpid()}"
+    with (
+        worker_process(worker_env, queue, tmp_path / "a.log"),
+        worker_process(worker_env, queue, tmp_path / "b.log"),
+    ):
+        run = gates.request_gate_run(None, db, revisions=PENDING, tables=["users"], enqueue=False)
+        for _ in range(4):  # the same message delivered four times, to two workers
+            run_job.apply_async(("gate_run", run.pk), queue=queue)
+
+        def delivered() -> int:
+            logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+            return logs.count("succeeded in")
+
+        wait_until(lambda: delivered() == 4, "four deliveries", 60)
+    run.refresh_from_db()
+    assert run.state == "succeeded" and run.attempts == 1
+    assert AuditEvent.objects.filter(action="schema.gates_run").count() == 1
 
 
 # --- manage.py preflight ---

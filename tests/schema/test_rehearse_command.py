@@ -29,7 +29,7 @@ def test_it_prints_the_method_and_each_revisions_timing(
         assert f"ok   {revision}" in output
     assert "longest lock wait 0 ms" in output
     done = Rehearsal.objects.get()
-    assert f"Rehearsal #{done.pk} done: 4 revision(s) in {done.total_seconds:.3f} s" in output
+    assert f"Rehearsal #{done.pk} succeeded: 4 revision(s) in {done.total_seconds:.3f} s" in output
 
 
 def test_a_failed_rehearsal_exits_with_its_reason(

@@ -66,7 +66,7 @@ def test_an_engineer_runs_the_gates_and_a_rehearsal_on_the_worker(
     log_in(page, live_server, "erin")
     page.goto(f"{live_server.url}/databases/analyticbot/preflight/")
     page.get_by_role("button", name="Rehearse").click()
-    page.locator("#rehearsal-state", has_text="done").wait_for(timeout=60_000)
+    page.locator("#rehearsal-state", has_text="succeeded").wait_for(timeout=60_000)
     page.get_by_role("button", name="Run the gates").click()
     page.locator("#gates-verdict", has_text="Fail").wait_for(timeout=60_000)
     gates = {

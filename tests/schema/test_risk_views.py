@@ -135,3 +135,33 @@ def test_a_gate_run_of_another_database_is_404(client, viewer, db):
     client.force_login(viewer)
     assert client.get(reverse("schema-gate-run", args=[db.name, run.pk])).status_code == 404
     assert client.get(reverse("schema-gate-run", args=[other.name, run.pk])).status_code == 200
+
+
+def test_the_preflight_page_polls_while_jobs_run_and_never_shows_half_a_rehearsal_as_good(
+    client, viewer, db
+):
+    from django.utils import timezone
+
+    from dashboard.schema.models import GateRun, Rehearsal
+
+    pending = ["0017", "0018", "0019", "0020"]
+    run = GateRun.objects.create(database=db, revisions=pending, state="running")
+    rehearsed = Rehearsal.objects.create(database=db, revisions=pending, state="queued")
+    client.force_login(viewer)
+    page = client.get(reverse("schema-preflight", args=[db.name])).content.decode()
+    assert 'hx-trigger="every 1s"' in page and "Waiting for the worker" in page
+    ran = [{"revision": "0017", "seconds": 0.4, "lock_wait_ms": 0.0, "ok": True, "error": ""}]
+    now = timezone.now()
+    for job, error in ((run, "Interrupted: its worker stopped."), (rehearsed, "Interrupted.")):
+        type(job).objects.filter(pk=job.pk).update(
+            state="interrupted", finished_at=now, error=error
+        )
+    Rehearsal.objects.filter(pk=rehearsed.pk).update(timings=ran)
+    live = client.get(reverse("schema-preflight", args=[db.name]), HTTP_HX_REQUEST="true")
+    assert live.status_code == 286  # htmx: stop polling, nothing is running any more
+    body = live.content.decode()
+    assert 'id="gates-verdict">interrupted<' in body
+    assert 'class="badge b-interrupted" id="rehearsal-state">interrupted<' in body
+    assert "Interrupted: its worker stopped." in body
+    history = client.get(reverse("schema-history", args=[db.name])).content.decode()
+    assert "rehearsed 0.40 s" not in history  # its timing is not offered as the revision's

@@ -4,10 +4,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import alembic
 from dashboard.schema import gates
 from dashboard.schema.analysis import pending_and_tables
-from dashboard.schema.models import JobState
+from dashboard.schema.models import GateRun
 
 
 class Command(BaseCommand):
@@ -30,9 +31,12 @@ class Command(BaseCommand):
         except (alembic.NotAnAlembicProject, alembic.AlembicError) as exc:
             raise CommandError(f"{db.name}: {exc}") from None
         run = gates.request_gate_run(None, db, revisions=revisions, tables=tables, enqueue=False)
-        done = gates.perform_gate_run(run.pk, tables)
-        if done is None or done.state != JobState.DONE:
-            raise CommandError(f"{db.name}: {done.error if done else 'the gate run was taken'}")
+        done = jobs.run("gate_run", run.pk)
+        if done is None:
+            raise CommandError(f"{db.name}: gate run #{run.pk} was taken by another process.")
+        assert isinstance(done, GateRun)
+        if not done.succeeded:
+            raise CommandError(f"{db.name}: {done.error}")
         if format == "json":
             self.stdout.write(json.dumps(done.results, indent=2))
         else:

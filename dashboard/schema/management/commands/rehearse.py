@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
 from dashboard.schema import rehearsal
-from dashboard.schema.models import JobState, Rehearsal
+from dashboard.schema.models import Rehearsal
 
 
 class Command(BaseCommand):
@@ -28,12 +29,13 @@ class Command(BaseCommand):
             f"Rehearsing {', '.join(requested.revisions)} of {db.name} "
             f"({start} → {requested.to_revision}) as rehearsal #{requested.pk}..."
         )
-        done = rehearsal.perform_rehearsal(requested.pk)
+        done = jobs.run("rehearsal", requested.pk)
         if done is None:
             raise CommandError(f"Rehearsal #{requested.pk} was taken by another process.")
+        assert isinstance(done, Rehearsal)
         self.write_result(done)
-        if done.state != JobState.DONE:
-            raise CommandError(f"Rehearsal #{done.pk} failed: {done.error}")
+        if not done.succeeded:
+            raise CommandError(f"Rehearsal #{done.pk} {done.state}: {done.error}")
 
     def write_result(self, done: Rehearsal) -> None:
         if done.method:
@@ -50,10 +52,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"       {timing['error']}")
         if done.drop_error:
             self.stderr.write(self.style.WARNING(done.drop_error))
-        if done.state == JobState.DONE:
+        if done.succeeded:
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Rehearsal #{done.pk} done: {len(done.timings)} revision(s) in "
+                    f"Rehearsal #{done.pk} succeeded: {len(done.timings)} revision(s) in "
                     f"{done.total_seconds or 0:.3f} s, longest lock wait "
                     f"{done.longest_lock_wait_ms or 0:.0f} ms."
                 )
