@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
-from dashboard.backups.models import Backup, BackupState, Validation, ValidationState
+from dashboard.backups.models import Backup, Validation
 from dashboard.databases import credentials
 from dashboard.lib import pg
 
@@ -27,16 +27,51 @@ class Outcome:
 
 
 class Context:
-    """What an action sees: the run, its step, and a live log."""
+    """What an action sees: the run, its step, the step's job (this attempt) with its live log,
+    and the job's cancel request.
 
-    def __init__(self, run: Any, step: Any, log: Callable[[str], None]) -> None:
+    A long action looks at the request between units of work (``check_cancelled()`` raises, and
+    the step fails as cancelled), or, when it blocks (a long statement), watches for it from a
+    thread (``wait_for_cancel``) and interrupts what blocks. ``lost`` is true once the reaper
+    took the job from this worker (it stopped beating): its result will not count."""
+
+    def __init__(
+        self,
+        run: Any,
+        step: Any,
+        log: Callable[[str], None],
+        *,
+        job: Any = None,
+        lifecycle: Any = None,
+    ) -> None:
         self.run = run
         self.step = step
         self.log = log
+        self.job = job  # the StepJob row of this attempt (None outside a job)
+        self._lifecycle = lifecycle  # dashboard.jobs.lifecycle.Context of the running job
 
     @property
     def db(self) -> Any:
         return self.run.database
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._lifecycle is not None and self._lifecycle.cancel_requested
+
+    @property
+    def lost(self) -> bool:
+        return self._lifecycle is not None and self._lifecycle.lost
+
+    def check_cancelled(self) -> None:
+        """Raise ``dashboard.jobs.lifecycle.Cancelled`` when a cancel was asked for."""
+        if self._lifecycle is not None:
+            self._lifecycle.check_cancelled()
+
+    def wait_for_cancel(self, timeout: float | None = None) -> bool:
+        """Block until a cancel is asked for (True) or ``timeout`` passes (False)."""
+        if self._lifecycle is None:
+            return False
+        return bool(self._lifecycle.wait_for_cancel(timeout))
 
 
 @dataclass(frozen=True)
@@ -104,13 +139,14 @@ def risk_report(ctx: Context) -> Outcome:
 
 @action("schema.rehearse", "Rehearse the pending revisions on a copy")
 def rehearse(ctx: Context) -> Outcome:
+    from dashboard.jobs import lifecycle as jobs
     from dashboard.schema import rehearsal
 
     found = rehearsal.latest_rehearsal(ctx.db, ctx.run.revisions)
     if found is None:
         ctx.log("copying the database and running the pending revisions …")
-        queued = rehearsal.request_rehearsal(ctx.run.started_by, ctx.db, enqueue=False)
-        found = rehearsal.perform_rehearsal(queued.pk) or queued
+        found = rehearsal.request_rehearsal(ctx.run.started_by, ctx.db, enqueue=False)
+        jobs.run("rehearsal", found.pk)  # here, in the step's own job
         found.refresh_from_db()
     else:
         ctx.log(f"rehearsal #{found.pk} already covers these revisions")
@@ -123,8 +159,8 @@ def rehearse(ctx: Context) -> Outcome:
         "total_seconds": found.total_seconds,
         "longest_lock_wait_ms": found.longest_lock_wait_ms,
     }
-    if found.state != "done" or any(not t.get("ok") for t in found.timings):
-        return Outcome("fail", f"Rehearsal #{found.pk} failed: {found.error}", evidence)
+    if not found.succeeded or any(not t.get("ok") for t in found.timings):
+        return Outcome("fail", f"Rehearsal #{found.pk} {found.state}: {found.error}", evidence)
     total = found.total_seconds or 0.0
     return Outcome("pass", f"Rehearsal #{found.pk}: {total:.2f} s in all", evidence)
 
@@ -135,18 +171,19 @@ def rehearse(ctx: Context) -> Outcome:
 @action("backup.create", "Create the pre-migration backup")
 def create_backup(ctx: Context) -> Outcome:
     from dashboard.backups import pipeline
+    from dashboard.jobs import lifecycle as jobs
 
     backup = pipeline.request_backup(
         ctx.run.started_by, ctx.db, reason=f"run #{ctx.run.pk}", enqueue=False
     )
     ctx.log(f"backup #{backup.pk}: dumping, compressing, encrypting, storing …")
-    pipeline.perform_backup(backup.pk)
+    jobs.run("backup", backup.pk)  # here, in the step's own job
     backup.refresh_from_db()
     ctx.run.backup = backup
     ctx.run.save(update_fields=["backup"])
     evidence = {
         "backup": backup.pk,
-        "state": backup.state,
+        "state": backup.outcome,
         "size_bytes": backup.size_bytes,
         "sha256": backup.sha256,
         "revision": backup.revision,
@@ -154,8 +191,8 @@ def create_backup(ctx: Context) -> Outcome:
         "storage_url": backup.storage_url,
         "duration_s": backup.duration_s,
     }
-    if backup.state != BackupState.COMPLETED:
-        return Outcome("fail", f"Backup #{backup.pk} failed: {backup.error}", evidence)
+    if not backup.completed:
+        return Outcome("fail", f"Backup #{backup.pk} {backup.outcome}: {backup.error}", evidence)
     ctx.log(f"backup #{backup.pk} stored ({backup.size_bytes} bytes, sha256 {backup.sha256[:12]}…)")
     return Outcome("pass", f"Backup #{backup.pk} completed in {backup.duration_s:.1f} s", evidence)
 
@@ -163,26 +200,27 @@ def create_backup(ctx: Context) -> Outcome:
 @action("backup.validate", "Validate the run's backup by restoring it")
 def validate_backup(ctx: Context) -> Outcome:
     from dashboard.backups import validation as validating
+    from dashboard.jobs import lifecycle as jobs
 
     backup: Backup | None = ctx.run.backup
     if backup is None:
         return Outcome("fail", "This run has no backup to validate: create it first.")
     queued = validating.request_validation(ctx.run.started_by, backup, enqueue=False)
     ctx.log(f"validation #{queued.pk}: restoring backup #{backup.pk} into a scratch database …")
-    validating.perform_validation(queued.pk)
+    jobs.run("validation", queued.pk)  # here, in the step's own job
     done = Validation.objects.get(pk=queued.pk)
     for c in done.checks:
         ctx.log(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['found']}")
     evidence = {
         "validation": done.pk,
         "backup": backup.pk,
-        "state": done.state,
+        "state": done.outcome,
         "restore_s": done.restore_s,
         "queries_s": done.queries_s,
         "checks": done.checks,
     }
-    if done.state != ValidationState.PASSED:
-        return Outcome("fail", f"Validation #{done.pk} failed: {done.error}", evidence)
+    if done.outcome != "passed":
+        return Outcome("fail", f"Validation #{done.pk} {done.outcome}: {done.error}", evidence)
     return Outcome("pass", f"Validation #{done.pk} of backup #{backup.pk} passed", evidence)
 
 
@@ -191,22 +229,31 @@ def validate_backup(ctx: Context) -> Outcome:
 
 @action("gates.preflight", "Pre-migration safety gates")
 def preflight(ctx: Context) -> Outcome:
+    from dashboard.jobs import lifecycle as jobs
     from dashboard.schema import analysis, gates
 
     reports = analysis.reports_for(ctx.db, ctx.run.revisions)
-    results = gates.evaluate(
-        ctx.db, revisions=ctx.run.revisions, tables=analysis.tables_touched(reports)
+    done = gates.request_gate_run(
+        ctx.run.started_by,
+        ctx.db,
+        revisions=ctx.run.revisions,
+        tables=analysis.tables_touched(reports),
+        enqueue=False,
     )
+    jobs.run("gate_run", done.pk)  # here, in the step's own job
+    done.refresh_from_db()
+    results = done.results
     for r in results:
-        ctx.log(f"{r.verdict:4} {r.title}: {r.summary}")
-    verdict = gates.overall(results)
-    evidence = {"gates": [r.to_json() for r in results]}
-    failed = [r.title for r in results if r.verdict == "fail"]
+        ctx.log(f"{r['verdict']:4} {r['title']}: {r['summary']}")
+    evidence = {"gate_run": done.pk, "gates": results}
+    if not done.succeeded:
+        return Outcome("fail", f"Gate run #{done.pk} {done.state}: {done.error}", evidence)
+    failed = [r["title"] for r in results if r["verdict"] == "fail"]
     if failed:
         return Outcome("fail", f"Failed: {', '.join(failed)}", evidence)
-    warned = [r.title for r in results if r.verdict == "warn"]
+    warned = [r["title"] for r in results if r["verdict"] == "warn"]
     summary = f"All gates pass{' with warnings: ' + ', '.join(warned) if warned else ''}"
-    return Outcome(verdict, summary, evidence)
+    return Outcome(done.verdict, summary, evidence)
 
 
 # --- Execution and integrity ---
@@ -215,9 +262,9 @@ def preflight(ctx: Context) -> Outcome:
 def _validated_backup(run: Any) -> str:
     """'' when the run has a completed backup with a passed validation, else why not."""
     backup = run.backup
-    if backup is None or backup.state != BackupState.COMPLETED:
+    if backup is None or not backup.completed:
         return "this run has no completed backup"
-    if not backup.validations.filter(state=ValidationState.PASSED).exists():
+    if not backup.validations.passed().exists():
         return f"backup #{backup.pk} has no passed validation"
     return ""
 
@@ -278,10 +325,12 @@ def verify_integrity(ctx: Context) -> Outcome:
 @action("database.check", "Check the connection and read the current revision")
 def check_connection(ctx: Context) -> Outcome:
     from dashboard.databases import checks
+    from dashboard.databases.models import ConnectionCheck
     from dashboard.jobs import lifecycle as jobs
 
     queued = checks.request_check(ctx.run.started_by, ctx.db)
-    done = jobs.run("connection_check", queued.pk) or queued
+    ran = jobs.run("connection_check", queued.pk)
+    done = ran if isinstance(ran, ConnectionCheck) else queued
     done.refresh_from_db()
     evidence = {"check": done.pk, "state": done.outcome, "current": done.current_revisions}
     if not done.connected:

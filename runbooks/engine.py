@@ -1,32 +1,34 @@
-"""The runbook engine: starting a run, opening phases in order, queueing automated steps on the
-workers, ticking checks, approvals pinned to what was reviewed, retries and aborts.
+"""The runbook engine: starting a run, opening phases in order, starting automated steps as
+jobs, ticking checks, approvals pinned to what was reviewed, retries and aborts.
 
 Within the open phase, checks can be ticked in any order; actions and approvals go one after the
 other in the runbook's order (an approval is given on the backup and gates before it). A phase
 completes when its required steps are done; the next one then opens. Every change writes its
 audit event in the same transaction, and the run row is locked while it changes, so two workers
 or two people never advance the same run at once.
+
+An action step's work is a job (:class:`runbooks.models.StepJob`, kind ``run_step``, see
+:mod:`runbooks.steps`): the engine starts one per attempt and sends it through the one job
+lifecycle (claim, heartbeat, reaper, cancel); the job's end moves the step (:func:`finish_step`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import traceback
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.contrib.auth.models import User
+from django.db import transaction
 
 from dashboard.accounts.roles import Role, role_of
 from dashboard.audit.chain import Actor, record
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 from runbooks.actions import REGISTRY, Context, Outcome
 from runbooks.loader import Runbook
-from runbooks.models import Approval, Decision, Run, RunState, StepRun, StepState
+from runbooks.models import Approval, Decision, Run, RunState, StepJob, StepRun, StepState
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class RunError(ValueError):
 # --- Starting ---
 
 
-def start_run(actor: Actor, book: Runbook, db: ManagedDatabase, target: str = "") -> Run:
+def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "") -> Run:
     from dashboard.schema import analysis, execution
 
     target = target.strip()
@@ -129,34 +131,33 @@ def advance(run_id: int) -> None:
 def _advance(run: Run) -> None:
     """Open what can open, queue what can run, close completed phases. Call in a transaction
     holding the run's row lock."""
-    from runbooks.tasks import run_step
-
     while run.state == RunState.ACTIVE:
         steps = list(run.steps.filter(phase_index=run.phase_index).order_by("position"))
         if not steps:
             break
         for step in steps:
             if step.kind == "check" and step.state == StepState.LOCKED:
-                _set(step, StepState.OPEN)
+                step.open()
         blocked = False
         for step in steps:
             if step.kind not in SEQUENTIAL or step.is_done:
                 continue
             if blocked:
+                if step.state == StepState.STARTED and _withdraw(step):
+                    step.lock()
                 if step.state != StepState.WAITING:
-                    _set(step, StepState.WAITING)
+                    step.wait()
                 continue
             blocked = True
             if step.kind == "approval":
-                if step.state != StepState.OPEN:
-                    _set(step, StepState.OPEN)
+                step.open()
                 if _approved(run, step):
                     _finish_approval(run, step)
                     blocked = False
             elif step.state in (StepState.LOCKED, StepState.WAITING, StepState.OPEN):
-                step.state = StepState.QUEUED
-                step.save(update_fields=["state"])
-                run_step.delay_on_commit(step.pk)
+                job = step.start()
+                if job is not None:
+                    jobs.enqueue(job)
         if not all(s.is_done for s in steps if s.required):
             break
         phase = run.phases[run.phase_index]
@@ -167,18 +168,24 @@ def _advance(run: Run) -> None:
             details={"phase": phase["id"], "title": phase["title"]},
         )
         if run.phase_index + 1 >= len(run.phases):
-            run.state = RunState.COMPLETED
-            run.finished_at = timezone.now()
-            run.save(update_fields=["state", "finished_at"])
+            run.end(RunState.COMPLETED)
             record(None, "run.completed", run, details={"target": run.target_revision})
             break
         run.phase_index += 1
         run.save(update_fields=["phase_index"])
 
 
-def _set(step: StepRun, state: str) -> None:
-    step.state = state
-    step.save(update_fields=["state"])
+def _withdraw(step: StepRun) -> dict[str, Any] | None:
+    """Cancel a started step's job. One still queued is cancelled at once (``state`` says
+    cancelled: the caller moves the step); a running one is asked to stop (its action sees
+    ``ctx.cancel_requested``) and the step ends when its job does. None when no job is active;
+    otherwise what happened, for the caller's audit event."""
+    job = step.job if step.state == StepState.STARTED else None
+    if job is None or not job.is_active:
+        return None
+    job.request_cancel()
+    job.refresh_from_db(fields=["state", "cancel_requested_at"])
+    return {"step": step.step_id, "job": job.pk, "attempt": job.attempt, "state": job.state}
 
 
 # --- Checks ---
@@ -199,13 +206,8 @@ def tick(actor: Actor, run: Run, step: StepRun, note: str) -> StepRun:
                 f"{step.title!r} was already ticked by {step.done_by} "
                 f"at {step.finished_at:%H:%M:%S}."
             )
-        if step.phase_index != run.phase_index:
+        if step.phase_index != run.phase_index or not step.tick(actor, note):
             raise RunError(f"{step.title!r} belongs to a phase that is not open.")
-        step.state = StepState.DONE
-        step.note = note
-        step.done_by = actor  # type: ignore[assignment]
-        step.finished_at = timezone.now()
-        step.save(update_fields=["state", "note", "done_by", "finished_at"])
         record(actor, "run.step_ticked", run, details={"step": step.step_id, "note": note})
         _advance(run)
     return step
@@ -231,11 +233,8 @@ def _approved(run: Run, step: StepRun) -> bool:
 
 
 def _finish_approval(run: Run, step: StepRun) -> None:
-    step.state = StepState.DONE
-    step.finished_at = timezone.now()
     valid = [a for a in step.approvals.select_related("user") if _holds(run, step, a)]
-    step.summary = "Approved by " + ", ".join(a.user.get_username() for a in valid)
-    step.save(update_fields=["state", "finished_at", "summary"])
+    step.approve("Approved by " + ", ".join(a.user.get_username() for a in valid))
 
 
 def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> Approval:
@@ -296,14 +295,9 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
             },
         )
         if decision == Decision.REJECT:
-            step.state = StepState.FAILED
-            step.summary = f"Rejected by {actor.get_username()}: {comment}"
-            step.finished_at = timezone.now()
-            step.save(update_fields=["state", "summary", "finished_at"])
-            run.state = RunState.REJECTED
-            run.reason = f"Rejected by {actor.get_username()}: {comment}"
-            run.finished_at = timezone.now()
-            run.save(update_fields=["state", "reason", "finished_at"])
+            why = f"Rejected by {actor.get_username()}: {comment}"
+            step.reject(why)
+            run.end(RunState.REJECTED, why)
         else:
             _advance(run)
     return approval
@@ -329,152 +323,28 @@ def _reopen_approvals(run: Run, reasons: list[str]) -> None:
     first = None
     for step in run.steps.filter(kind="approval", state=StepState.DONE):
         if not _approved(run, step):
-            step.state = StepState.OPEN
-            step.summary = "Approval void: " + "; ".join(reasons)
-            step.save(update_fields=["state", "summary"])
+            step.void("Approval void: " + "; ".join(reasons))
             first = step.phase_index if first is None else min(first, step.phase_index)
+    withdrawn = []
     if first is not None and first < run.phase_index:
-        run.steps.filter(phase_index__gt=first, state__in=[StepState.QUEUED]).update(
-            state=StepState.LOCKED
-        )
+        for later in run.steps.filter(phase_index__gt=first, state=StepState.STARTED):
+            job = later.job
+            if job is not None and job.state == JobState.QUEUED:
+                done = _withdraw(later)
+                if done and done["state"] == JobState.CANCELLED:
+                    later.lock()
+                    withdrawn.append(done)
         run.phase_index = first
         run.save(update_fields=["phase_index"])
-    record(None, "run.approvals_void", run, details={"reasons": reasons})
+    record(None, "run.approvals_void", run, details={"reasons": reasons, "withdrawn": withdrawn})
 
 
-# --- Automated steps ---
+# --- Automated steps (what a run_step job does: runbooks/steps.py) ---
 
 
-def claim(step_id: int) -> bool:
-    return bool(
-        StepRun.objects.filter(pk=step_id, state=StepState.QUEUED).update(
-            state=StepState.RUNNING,
-            started_at=timezone.now(),
-            heartbeat_at=timezone.now(),
-            attempts=F("attempts") + 1,
-            output="",
-            summary="",
-            verdict="",
-        )
-    )
-
-
-def perform_step(step_id: int) -> StepRun | None:
-    """Run a queued automated step (on a worker). Safe to call twice: only the claim runs it."""
-    if not claim(step_id):
-        return None
-    step = StepRun.objects.select_related("run__database", "run__started_by").get(pk=step_id)
-    run = step.run
-    with transaction.atomic():
-        record(None, "run.step_started", run, details={"step": step.step_id, "action": step.action})
-    lines: list[str] = []
-
-    def log(line: str) -> None:
-        stamp = timezone.now().strftime("%H:%M:%S")
-        lines.append(f"{stamp} {line}")
-        StepRun.objects.filter(pk=step_id).update(
-            output="\n".join(lines)[-100_000:], heartbeat_at=timezone.now()
-        )
-
-    beating = _Heartbeat(step_id)
-    beating.start()
-    try:
-        outcome = _run_action(run, step, log)
-    except Exception as exc:  # an action's bug must not leave the step running
-        logger.exception("step %s of run %s crashed", step.step_id, run.pk)
-        log("".join(traceback.format_exception_only(exc)).strip())
-        outcome = Outcome("fail", f"The action crashed: {type(exc).__name__}: {exc}")
-    finally:
-        beating.stop()
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
-        step = StepRun.objects.get(pk=step_id)
-        step.verdict = outcome.verdict
-        step.summary = outcome.summary[:5000]
-        step.evidence = outcome.evidence
-        step.finished_at = timezone.now()
-        step.output = "\n".join(lines)[-100_000:]
-        aborted = run.state != RunState.ACTIVE
-        step.state = StepState.DONE if outcome.ok else StepState.FAILED
-        step.save()
-        record(
-            None,
-            "run.step_finished",
-            run,
-            details={
-                "step": step.step_id,
-                "action": step.action,
-                "verdict": outcome.verdict,
-                "summary": step.summary,
-            },
-        )
-        if outcome.ok and not aborted:
-            _advance(run)
-    return step
-
-
-class _Heartbeat(threading.Thread):
-    """Marks the step alive every few seconds while its action runs (an action may be silent
-    for minutes, e.g. a big pg_dump), so the reaper only fails steps whose worker died."""
-
-    def __init__(self, step_id: int, every: float = 15.0) -> None:
-        super().__init__(name=f"step-{step_id}-heartbeat", daemon=True)
-        self.step_id = step_id
-        self.every = every
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.halt.wait(self.every):
-                StepRun.objects.filter(pk=self.step_id, state=StepState.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join()
-
-
-WORKER_DIED = "The worker died mid-step (no heartbeat since {since}); retry it."
-
-
-def reap_stale_steps(*, now: datetime | None = None) -> list[StepRun]:
-    """Fail running steps whose worker died, so that they can be retried."""
-    from dashboard.backups.pipeline import stale_after
-
-    cutoff = (now or timezone.now()) - stale_after()
-    reaped = []
-    stale = StepRun.objects.filter(state=StepState.RUNNING, heartbeat_at__lt=cutoff)
-    for pk, heartbeat in stale.values_list("pk", "heartbeat_at"):
-        assert heartbeat is not None  # filtered on it
-        message = WORKER_DIED.format(since=heartbeat.strftime("%Y-%m-%d %H:%M:%S %Z"))
-        with transaction.atomic():
-            taken = StepRun.objects.filter(
-                pk=pk, state=StepState.RUNNING, heartbeat_at=heartbeat
-            ).update(
-                state=StepState.FAILED, verdict="fail", summary=message, finished_at=timezone.now()
-            )
-            if not taken:
-                continue
-            step = StepRun.objects.select_related("run").get(pk=pk)
-            record(
-                None,
-                "run.step_finished",
-                step.run,
-                details={
-                    "step": step.step_id,
-                    "action": step.action,
-                    "verdict": "fail",
-                    "summary": message,
-                },
-            )
-        reaped.append(step)
-    return reaped
-
-
-def _run_action(run: Run, step: StepRun, log: Any) -> Outcome:
+def run_action(run: Run, step: StepRun, ctx: Context) -> Outcome:
+    """The step's action, once the run allows it: an unknown action or an ended run fails with
+    nothing run; a destructive action first checks that the approvals still hold."""
     registered = REGISTRY.get(step.action)
     if registered is None:
         return Outcome("fail", f"No action {step.action!r} is registered on this worker.")
@@ -490,7 +360,88 @@ def _run_action(run: Run, step: StepRun, log: Any) -> Outcome:
         if reasons:
             return Outcome("fail", "Refused: " + "; ".join(reasons) + ". Nothing ran.")
         run.refresh_from_db()
-    return registered.fn(Context(run, step, log))
+    ctx.check_cancelled()
+    return registered.fn(ctx)
+
+
+def finish_step(job: StepJob, how: str, outcome: Outcome, output: str) -> bool:
+    """End the step's job as ``how`` (succeeded, failed or cancelled) with the action's
+    outcome, end the step with it and advance the run, in one transaction with its audit
+    event. False when the job had already ended (the reaper interrupted it meanwhile): its end
+    stands, and the late result is only recorded."""
+    result = {
+        "verdict": outcome.verdict,
+        "summary": outcome.summary[:5000],
+        "evidence": outcome.evidence,
+        "output": output,
+    }
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=job.step.run_id)
+        if how == "succeeded":
+            moved = job.succeed(**result)
+        elif how == "cancelled":
+            moved = job.cancelled(outcome.summary[:2000], **result)
+        else:
+            moved = job.fail(outcome.summary[:2000], **result)
+        step = StepRun.objects.get(pk=job.step_id)
+        details = {
+            "step": step.step_id,
+            "action": step.action,
+            "job": job.pk,
+            "attempt": job.attempt,
+            "verdict": outcome.verdict,
+            "summary": outcome.summary[:2000],
+        }
+        if not moved:
+            job.refresh_from_db(fields=["state"])
+            record(None, "run.step_late_result", run, details=details | {"job_state": job.state})
+            return False
+        ok = how == "succeeded" and outcome.ok
+        step.finish(ok, outcome.summary)
+        record(None, "run.step_finished", run, details=details | {"job_state": job.state})
+        if ok and run.state == RunState.ACTIVE:
+            _advance(run)
+    return True
+
+
+WORKER_DIED = "The worker died mid-step ({why}); retry it."
+
+
+def step_interrupted(job: StepJob) -> None:
+    """The reaper interrupted the step's job (its worker stopped beating, or no worker took
+    it): the step fails saying so, and the run stops there."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=job.step.run_id)
+        step = StepRun.objects.get(pk=job.step_id)
+        current = step.job
+        if step.state != StepState.STARTED or current is None or current.pk != job.pk:
+            return
+        if job.started_at is None:
+            minutes = jobs.kind_of(StepJob).queued_after / 60
+            summary = (
+                f"No worker took this step within {minutes:g} minutes "
+                "(are the workers running?); retry it."
+            )
+        else:
+            since = job.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S %Z") if job.heartbeat_at else "?"
+            summary = WORKER_DIED.format(
+                why=f"worker {job.worker or 'unknown'}, no heartbeat since {since}"
+            )
+        step.finish(False, summary)
+        record(
+            None,
+            "run.step_finished",
+            run,
+            details={
+                "step": step.step_id,
+                "action": step.action,
+                "job": job.pk,
+                "attempt": job.attempt,
+                "job_state": job.state,
+                "verdict": "fail",
+                "summary": summary,
+            },
+        )
 
 
 def _refresh_risk(run: Run) -> None:
@@ -510,13 +461,31 @@ def retry(actor: Actor, run: Run, step: StepRun) -> StepRun:
         run = Run.objects.select_for_update().get(pk=run.pk)
         step = StepRun.objects.get(pk=step.pk, run=run)
         _must_be_active(run)
-        if step.kind != "action" or step.state != StepState.FAILED:
-            raise RunError(f"Only a failed automated step can be retried ({step.state}).")
-        step.state = StepState.OPEN
-        step.save(update_fields=["state"])
+        if step.kind != "action" or not step.retry():
+            raise RunError(f"Only a failed automated step can be retried ({step.status}).")
         record(actor, "run.step_retried", run, details={"step": step.step_id})
         _advance(run)
+    step.refresh_from_db()
     return step
+
+
+def cancel_step(actor: Actor, run: Run, step: StepRun) -> dict[str, Any]:
+    """Ask a started step's job to stop. A queued one never runs: the step fails at once,
+    cancelled. A running one's action sees the request (``ctx.cancel_requested``,
+    ``ctx.check_cancelled()``, ``ctx.wait_for_cancel()``) and the step fails as cancelled when
+    the action stops; an action that never looks runs to its end. Either way the run stops
+    at the step, which can be retried (a new job)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        step = StepRun.objects.get(pk=step.pk, run=run)
+        _must_be_active(run)
+        done = _withdraw(step)
+        if done is None:
+            raise RunError(f"{step.title!r} has no queued or running job ({step.status}).")
+        if done["state"] == JobState.CANCELLED:
+            step.finish(False, "Cancelled before it ran.")
+        record(actor, "run.step_cancel_requested", run, details=done)
+    return done
 
 
 def abort(actor: Actor, run: Run, reason: str) -> Run:
@@ -528,12 +497,16 @@ def abort(actor: Actor, run: Run, reason: str) -> Run:
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         _must_be_active(run)
-        run.state = RunState.ABORTED
-        run.reason = reason
-        run.finished_at = timezone.now()
-        run.save(update_fields=["state", "reason", "finished_at"])
-        run.steps.filter(state__in=[StepState.QUEUED]).update(state=StepState.LOCKED)
-        record(actor, "run.aborted", run, details={"reason": reason})
+        run.end(RunState.ABORTED, reason)
+        withdrawn = []
+        for step in run.steps.filter(state=StepState.STARTED):
+            done = _withdraw(step)
+            if done is None:
+                continue
+            if done["state"] == JobState.CANCELLED:
+                step.lock()
+            withdrawn.append(done)
+        record(actor, "run.aborted", run, details={"reason": reason, "jobs": withdrawn})
     return run
 
 
@@ -557,8 +530,8 @@ def waiting_for(run: Run) -> list[str]:
         elif step.kind == "approval" and step.state == StepState.OPEN:
             have = len({a.user_id for a in step.approvals.all() if _holds(run, step, a)})
             out.append(f"a {step.role} to approve “{step.title}” ({have}/{step.count})")
-        elif step.kind == "action" and step.state in (StepState.QUEUED, StepState.RUNNING):
-            out.append(f"a worker: “{step.title}” is {step.state}")
+        elif step.kind == "action" and step.is_live:
+            out.append(f"a worker: “{step.title}” is {step.status}")
         elif step.kind == "action" and step.state == StepState.FAILED:
             out.append(f"an engineer to retry “{step.title}” or abort")
     return out

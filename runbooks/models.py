@@ -4,12 +4,15 @@ evidence."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.databases.models import ManagedDatabase
+from dashboard.jobs.models import Job, JobState
 
 
 class RunState(models.TextChoices):
@@ -59,18 +62,35 @@ class Run(models.Model):
     def phases(self) -> list[dict[str, object]]:
         return list(self.runbook.get("phases", []))
 
+    def end(self, state: str, reason: str = "") -> bool:
+        """active -> completed, aborted or rejected; False when it had already ended."""
+        now = timezone.now()
+        moved = Run.objects.filter(pk=self.pk, state=RunState.ACTIVE).update(
+            state=state, reason=reason, finished_at=now
+        )
+        if moved:
+            self.state, self.reason, self.finished_at = state, reason, now
+        return bool(moved)
+
 
 class StepState(models.TextChoices):
+    """Where a step stands in its run. An action's work has its own life in its jobs
+    (:class:`StepJob`): while one is queued or running the step is ``started``."""
+
     LOCKED = "locked", "Locked"  # its phase is not open yet
-    OPEN = "open", "Open"  # a person can tick it / it can start
+    OPEN = "open", "Open"  # a person can tick or decide it / an action can start
     WAITING = "waiting", "Waiting"  # an approval or action waits for earlier steps
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
+    STARTED = "started", "Started"  # an action handed to its job (queued or running)
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
 
 
 class StepRun(models.Model):
+    """One step of a run and its place in the run's state machine. Only the methods below move
+    it; each is a compare-and-set on the state it leaves (the engine also holds the run's row
+    lock). An action step's attempts are its jobs, newest last; the step shows the current one's
+    log, verdict and evidence, and ends when that job ends."""
+
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     phase_index = models.PositiveIntegerField()
     position = models.PositiveIntegerField()
@@ -84,18 +104,13 @@ class StepRun(models.Model):
     count = models.PositiveIntegerField(default=0)
     four_eyes = models.BooleanField(default=True)
     state = models.CharField(max_length=10, choices=StepState.choices, default=StepState.LOCKED)
-    verdict = models.CharField(max_length=4, blank=True)  # pass | warn | fail (actions)
-    summary = models.TextField(blank=True)
-    output = models.TextField(blank=True, help_text="The action's live log")
-    evidence = models.JSONField(default=dict, blank=True)
+    summary = models.TextField(blank=True, help_text="The step's last word: result or reason")
     note = models.TextField(blank=True)
     done_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["phase_index", "position"]
@@ -106,9 +121,165 @@ class StepRun(models.Model):
     def __str__(self) -> str:
         return f"{self.step_id} of run #{self.run_id}"
 
+    # --- what a page asks ---
+
     @property
     def is_done(self) -> bool:
         return self.state == StepState.DONE
+
+    @property
+    def job(self) -> StepJob | None:
+        """The current attempt of an action step (its newest job), None before the first."""
+        if "jobs" in getattr(self, "_prefetched_objects_cache", {}):
+            return max(self.jobs.all(), key=lambda j: j.attempt, default=None)
+        return self.jobs.order_by("-attempt").first()
+
+    @property
+    def history(self) -> list[StepJob]:
+        """The earlier attempts, newest first (the current one is :attr:`job`)."""
+        return sorted(self.jobs.all(), key=lambda j: -j.attempt)[1:]
+
+    @property
+    def status(self) -> str:
+        """What a page shows: the step's state, or its job's while it is started."""
+        if self.state == StepState.STARTED:
+            job = self.job
+            return job.state if job is not None else self.state
+        return self.state
+
+    @property
+    def is_live(self) -> bool:
+        """An action whose job is queued or running."""
+        job = self.job if self.state == StepState.STARTED else None
+        return job is not None and job.is_active
+
+    @property
+    def verdict(self) -> str:
+        job = self.job if self.kind == "action" else None
+        if job is None:
+            return ""
+        if job.verdict:
+            return job.verdict
+        return "fail" if job.state in JOB_ENDED_BADLY else ""
+
+    @property
+    def output(self) -> str:
+        job = self.job if self.kind == "action" else None
+        return job.output if job is not None else ""
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        job = self.job if self.kind == "action" else None
+        return job.evidence if job is not None else {}
+
+    # --- transitions: each a compare-and-set; False when the step was not where it must be ---
+
+    def _move(self, leaving: tuple[str, ...], to: str, **fields: Any) -> bool:
+        moved = StepRun.objects.filter(pk=self.pk, state__in=leaving).update(state=to, **fields)
+        if moved:
+            self.state = to
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(moved)
+
+    def open(self) -> bool:
+        """A check its phase reached, an approval whose turn came."""
+        return self._move((StepState.LOCKED, StepState.WAITING), StepState.OPEN)
+
+    def wait(self) -> bool:
+        """An action or approval behind a sequential step that is not done."""
+        return self._move((StepState.LOCKED, StepState.OPEN, StepState.FAILED), StepState.WAITING)
+
+    def lock(self) -> bool:
+        """Back to not open: its phase closed again (approvals void, run aborted). A started
+        step only once its job is no longer active (withdrawn before it ran)."""
+        job = self.job if self.state == StepState.STARTED else None
+        if job is not None and job.is_active:
+            return False
+        return self._move((StepState.OPEN, StepState.WAITING, StepState.STARTED), StepState.LOCKED)
+
+    def start(self) -> StepJob | None:
+        """An action's turn: a new job (its next attempt) is queued for it. The caller sends it
+        (``jobs.enqueue``) in the same transaction."""
+        if self.kind != "action" or not self._move(
+            (StepState.LOCKED, StepState.WAITING, StepState.OPEN),
+            StepState.STARTED,
+            started_at=timezone.now(),
+            finished_at=None,
+            summary="",
+        ):
+            return None
+        last = self.jobs.aggregate(n=models.Max("attempt"))["n"] or 0
+        return StepJob.objects.create(step=self, attempt=last + 1)
+
+    def finish(self, ok: bool, summary: str) -> bool:
+        """A started action's job ended: done when it succeeded with a passing verdict, failed
+        otherwise (with the reason)."""
+        return self._move(
+            (StepState.STARTED,),
+            StepState.DONE if ok else StepState.FAILED,
+            summary=summary[:5000],
+            finished_at=timezone.now(),
+        )
+
+    def retry(self) -> bool:
+        """A failed action opens again; the engine starts its next attempt."""
+        return self.kind == "action" and self._move((StepState.FAILED,), StepState.OPEN)
+
+    def tick(self, actor: Any, note: str) -> bool:
+        return self.kind == "check" and self._move(
+            (StepState.OPEN,),
+            StepState.DONE,
+            note=note,
+            done_by=actor,
+            finished_at=timezone.now(),
+        )
+
+    def approve(self, summary: str) -> bool:
+        return self.kind == "approval" and self._move(
+            (StepState.OPEN,), StepState.DONE, summary=summary, finished_at=timezone.now()
+        )
+
+    def reject(self, summary: str) -> bool:
+        return self.kind == "approval" and self._move(
+            (StepState.OPEN,), StepState.FAILED, summary=summary, finished_at=timezone.now()
+        )
+
+    def void(self, summary: str) -> bool:
+        """An approval that no longer holds opens again, saying why."""
+        return self.kind == "approval" and self._move(
+            (StepState.DONE,), StepState.OPEN, summary=summary, finished_at=None
+        )
+
+
+JOB_ENDED_BADLY = (JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
+
+
+class StepJob(Job):
+    """One attempt of an action step: a job of kind ``run_step`` (see :mod:`runbooks.steps`).
+    A retry is a new row, so every attempt keeps its log, verdict, evidence and end."""
+
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="jobs")
+    attempt = models.PositiveIntegerField(help_text="1 for the step's first job, 2 after a retry")
+    created_at = models.DateTimeField(default=timezone.now)
+    verdict = models.CharField(max_length=4, blank=True)  # pass | warn | fail (the action's)
+    summary = models.TextField(blank=True, help_text="The action's own summary")
+    output = models.TextField(blank=True, help_text="The action's live log")
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["step", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "attempt"], name="one_job_per_step_attempt"),
+            models.UniqueConstraint(
+                fields=["step"],
+                condition=models.Q(state__in=["queued", "running"]),
+                name="one_active_job_per_step",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step.step_id} of run #{self.step.run_id}, attempt {self.attempt}"
 
 
 class Decision(models.TextChoices):

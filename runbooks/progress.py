@@ -1,5 +1,6 @@
-"""What a run's page (and its PDF report) shows: its phases with their steps, who ticked and
-approved what, why an approval is void, and what the run waits for."""
+"""What a run's page (and its PDF report) shows: its phases with their steps (an action's
+current attempt with its live log, and the earlier ones), who ticked and approved what, why an
+approval is void, and what the run waits for."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from typing import Any
 from django.db.models import Prefetch
 
 from runbooks import engine
-from runbooks.models import Approval, Run, StepState
-
-LIVE_STATES = (StepState.QUEUED, StepState.RUNNING)
+from runbooks.models import Approval, Run
 
 
 def run_context(run: Run) -> dict[str, Any]:
     steps = list(
         run.steps.select_related("done_by").prefetch_related(
-            Prefetch("approvals", queryset=Approval.objects.select_related("user"))
+            Prefetch("approvals", queryset=Approval.objects.select_related("user")), "jobs"
         )
     )
     phases = []
@@ -40,12 +39,12 @@ def run_context(run: Run) -> dict[str, Any]:
             }
         )
     for step in steps:
-        step.void = {a.pk: a.void_reasons(run) for a in step.approvals.all()}  # type: ignore[attr-defined]
+        step.void_reasons = {a.pk: a.void_reasons(run) for a in step.approvals.all()}  # type: ignore[attr-defined]
     return {
         "db": run.database,
         "run": run,
         "phases": phases,
         "waiting": engine.waiting_for(run),
-        "live": any(s.state in LIVE_STATES for s in steps) and run.is_active,
+        "live": any(s.is_live for s in steps) and run.is_active,
         "nav": "runs",
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -18,15 +18,18 @@ from dashboard.accounts.roles import Role, role_required
 from dashboard.audit import reports as audit_reports
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Validation
-from runbooks.models import Run
+from runbooks.models import Run, StepJob
 from runbooks.progress import run_context
 
 FORMATS = ("csv", "json", "pdf")
 
 
 def run_events(run: Run) -> QuerySet[AuditEvent]:
-    """The run's own events, and those of the backup it took and that backup's validations."""
+    """The run's own events, its step jobs' (interrupted, cancelled...), and those of the backup
+    it took and that backup's validations."""
     match = Q(object_type="run", object_id=str(run.pk))
+    attempts = StepJob.objects.filter(step__run=run).values_list("pk", flat=True)
+    match |= Q(object_type="stepjob", object_id__in=[str(j) for j in attempts])
     if run.backup_id:
         validations = Validation.objects.filter(backup_id=run.backup_id).values_list(
             "pk", flat=True
@@ -37,6 +40,8 @@ def run_events(run: Run) -> QuerySet[AuditEvent]:
 
 
 def _step_evidence(run: Run, action: str) -> dict[str, Any]:
+    """The evidence of the action's last step, from its current attempt (an interrupted or
+    cancelled attempt has none)."""
     step = run.steps.filter(action=action).order_by("-phase_index", "-position").first()
     return step.evidence if step and step.evidence else {}
 
@@ -91,9 +96,26 @@ def summary(run: Run) -> dict[str, Any]:
                 "done_by": s.done_by.get_username() if s.done_by else None,
                 "started_at": s.started_at.isoformat() if s.started_at else None,
                 "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+                "attempts": [_attempt(j) for j in s.jobs.all()],
             }
-            for s in run.steps.select_related("done_by")
+            for s in run.steps.select_related("done_by").prefetch_related(
+                Prefetch("jobs", queryset=StepJob.objects.defer("output", "evidence"))
+            )
         ],
+    }
+
+
+def _attempt(job: StepJob) -> dict[str, Any]:
+    return {
+        "job": job.pk,
+        "attempt": job.attempt,
+        "state": job.state,
+        "verdict": job.verdict,
+        "summary": job.summary,
+        "error": job.error,
+        "worker": job.worker,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
 
 

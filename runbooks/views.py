@@ -5,19 +5,19 @@ import hashlib
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.core.validators import slug_re
-from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Prefetch, Q, QuerySet
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from dashboard.accounts.roles import Role, role_required
+from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
 from runbooks import engine, library
 from runbooks.forms import AbortForm, DecideForm, RunFilterForm, StartRunForm, TickForm
 from runbooks.loader import RunbookError
-from runbooks.models import Run, StepRun
-from runbooks.progress import LIVE_STATES, run_context
+from runbooks.models import Run, StepJob, StepRun
+from runbooks.progress import run_context
 
 PER_PAGE = 25
 
@@ -41,7 +41,7 @@ def _step(run: Run, step_id: str) -> StepRun:
 
 @require_GET
 @role_required(Role.VIEWER)
-def runs(request: HttpRequest) -> HttpResponse:
+def runs(request: Request) -> HttpResponse:
     form = RunFilterForm(request.GET or None)
     found = _runs().order_by("-started_at")
     if form.is_valid():
@@ -57,7 +57,10 @@ def runs(request: HttpRequest) -> HttpResponse:
                 | Q(steps__done_by__username=person)
                 | Q(approvals__user__username=person)
             ).distinct()
-    found = found.prefetch_related("steps__approvals")
+    found = found.prefetch_related(
+        "steps__approvals",
+        Prefetch("steps__jobs", queryset=StepJob.objects.only("step_id", "attempt", "state")),
+    )
     page = Paginator(found, PER_PAGE).get_page(request.GET.get("page"))
     rows = [{"run": r, "waiting": engine.waiting_for(r)} for r in page]
     context = {
@@ -72,7 +75,7 @@ def runs(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(Role.ENGINEER)
-def start(request: HttpRequest) -> HttpResponse:
+def start(request: Request) -> HttpResponse:
     try:
         books = library.books()
     except RunbookError as exc:
@@ -103,23 +106,28 @@ def _head(db: ManagedDatabase) -> str:
 
 
 def stamp(run: Run) -> str:
-    """Changes whenever anything on the run page would: the page reloads when it does."""
-    states = run.steps.order_by("pk").values_list("pk", "state", "verdict")
+    """Changes whenever anything on the run page would but an action's live log (polled on its
+    own): the page reloads when it does."""
+    states = run.steps.order_by("pk").values_list("pk", "state")
+    attempts = StepJob.objects.filter(step__run=run).order_by("pk")
+    ends = attempts.values_list("pk", "state", "verdict")
     decisions = run.approvals.count()
-    raw = f"{run.state}|{run.phase_index}|{run.risk_hash}|{list(states)}|{decisions}"
+    raw = f"{run.state}|{run.phase_index}|{run.risk_hash}|{list(states)}|{list(ends)}|{decisions}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 @require_GET
 @role_required(Role.VIEWER)
-def detail(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
+def detail(request: Request, name: str, run_id: int) -> HttpResponse:
     run = _run(name, run_id)
     if request.htmx and "step" in request.GET:
         step = _step(run, request.GET["step"])
         response = render(
-            request, "runbooks/_output.html", {"db": run.database, "run": run, "step": step}
+            request,
+            "runbooks/_output.html",
+            {"db": run.database, "run": run, "step": step, "job": step.job},
         )
-        if step.state not in LIVE_STATES:
+        if not step.is_live:
             response.status_code = HttpResponseStopPolling.status_code
         return response
     if request.htmx:
@@ -133,7 +141,7 @@ def detail(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
     return render(request, "runbooks/run.html", run_context(run) | {"stamp": stamp(run)})
 
 
-def _back(request: HttpRequest, run: Run, error: str = "", ok: str = "") -> HttpResponse:
+def _back(request: Request, run: Run, error: str = "", ok: str = "") -> HttpResponse:
     if error:
         messages.error(request, error)
     if ok:
@@ -143,7 +151,7 @@ def _back(request: HttpRequest, run: Run, error: str = "", ok: str = "") -> Http
 
 @require_POST
 @role_required(Role.ENGINEER)
-def tick(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+def tick(request: Request, name: str, run_id: int, step_id: str) -> HttpResponse:
     run = _run(name, run_id)
     step = _step(run, step_id)
     form = TickForm(request.POST)
@@ -158,7 +166,7 @@ def tick(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResp
 
 @require_POST
 @role_required(Role.ENGINEER)
-def retry(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+def retry(request: Request, name: str, run_id: int, step_id: str) -> HttpResponse:
     run = _run(name, run_id)
     try:
         engine.retry(request.user, run, _step(run, step_id))
@@ -169,7 +177,7 @@ def retry(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpRes
 
 @require_POST
 @role_required(Role.LEAD)
-def decide(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpResponse:
+def decide(request: Request, name: str, run_id: int, step_id: str) -> HttpResponse:
     run = _run(name, run_id)
     step = _step(run, step_id)
     form = DecideForm(request.POST)
@@ -187,7 +195,7 @@ def decide(request: HttpRequest, name: str, run_id: int, step_id: str) -> HttpRe
 
 @require_POST
 @role_required(Role.ENGINEER)
-def abort(request: HttpRequest, name: str, run_id: int) -> HttpResponse:
+def abort(request: Request, name: str, run_id: int) -> HttpResponse:
     run = _run(name, run_id)
     form = AbortForm(request.POST)
     if not form.is_valid():

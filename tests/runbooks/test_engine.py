@@ -3,11 +3,15 @@ pinned to what was reviewed, a rejection stops the run, failures stop a phase an
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from helpers import CHECKS_THEN_APPROVAL, make_user
+from helpers import CHECKS_THEN_APPROVAL, checked, make_database, make_user
 from helpers import runbook as book
 
 from dashboard.audit.models import AuditEvent
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 from runbooks import engine
 from runbooks.models import Approval, RunState, StepState
 
@@ -20,6 +24,11 @@ def start(engineer, db, text=CHECKS_THEN_APPROVAL, target="0020"):
 
 def step(run, step_id):
     return run.steps.get(step_id=step_id)
+
+
+def perform(step):
+    """What a worker does with the step's queued job (its current attempt)."""
+    return jobs.run("run_step", step.job.pk)
 
 
 def test_a_run_records_what_is_pending_and_opens_the_first_phase(engineer, analyticbot):
@@ -124,7 +133,7 @@ def test_an_approval_pins_what_was_reviewed_and_voids_when_it_changes(engineer, 
     assert approval.target_revision == "0020"
     assert approval.risk_hash == run.risk_hash and len(run.risk_hash) == 64
     assert approval.backup_id_seen is None and not approval.void_reasons(run)
-    run.backup = Backup.objects.create(database=analyticbot, state="completed")
+    run.backup = Backup.objects.create(database=analyticbot, state="succeeded")
     run.save()
     assert approval.void_reasons(run) == [f"the backup changed (none → #{run.backup_id})"]
     assert engine.void_approvals(run)
@@ -168,16 +177,47 @@ phases:
 
 def test_a_failed_action_stops_the_phase_with_the_reason_and_can_be_retried(engineer, analyticbot):
     run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
-    engine.perform_step(step(run, "read").pk)
+    started = step(run, "read")
+    assert started.state == StepState.STARTED and started.status == JobState.QUEUED
+    assert "a worker: “Read the database” is queued" in engine.waiting_for(run)
+    first = perform(started)
     failed = step(run, "read")
     assert failed.state == StepState.FAILED and failed.verdict == "fail"
+    # The action ran and said what it found: its job succeeded, with a failing verdict.
+    assert first.state == JobState.SUCCEEDED and first.verdict == "fail"
     assert "could not connect" in failed.summary.lower() or "refused" in failed.summary.lower()
+    assert failed.summary == first.summary and failed.output == first.output
     assert step(run, "after").state == StepState.WAITING  # the phase stopped there
     assert "an engineer to retry “Read the database” or abort" in engine.waiting_for(run)
     engine.retry(engineer, run, failed)
-    assert step(run, "read").state == StepState.QUEUED
+    again = step(run, "read")
+    assert again.state == StepState.STARTED and again.summary == ""
+    assert [(j.attempt, j.state) for j in again.jobs.all()] == [
+        (1, JobState.SUCCEEDED),
+        (2, JobState.QUEUED),
+    ]
+    assert again.job.output == "" and again.history == [first]
     with pytest.raises(engine.RunError, match="Only a failed automated step"):
         engine.retry(engineer, run, step(run, "read"))
+
+
+def test_an_action_that_crashes_fails_its_job_and_the_step(engineer, analyticbot, monkeypatch):
+    from runbooks import actions
+
+    def broken(ctx):
+        ctx.log("about to divide")
+        return 1 / 0
+
+    broken_check = dataclasses.replace(actions.REGISTRY["database.check"], fn=broken)
+    monkeypatch.setitem(actions.REGISTRY, "database.check", broken_check)
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    job = perform(step(run, "read"))
+    failed = step(run, "read")
+    assert job.state == JobState.FAILED and job.error.startswith("The action crashed: Zero")
+    assert failed.state == StepState.FAILED and failed.verdict == "fail"
+    assert "about to divide" in failed.output and "ZeroDivisionError" in failed.output
+    finished = AuditEvent.objects.get(action="run.step_finished")
+    assert finished.details["job_state"] == "failed" and finished.details["job"] == job.pk
 
 
 def test_a_step_whose_worker_died_is_failed_by_the_reaper(engineer, analyticbot):
@@ -186,14 +226,74 @@ def test_a_step_whose_worker_died_is_failed_by_the_reaper(engineer, analyticbot)
     from django.utils import timezone
 
     run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
-    assert engine.claim(step(run, "read").pk)
-    stale = timezone.now() - timedelta(hours=1)
-    run.steps.filter(step_id="read").update(heartbeat_at=stale)
-    reaped = engine.reap_stale_steps()
-    assert [s.step_id for s in reaped] == ["read"]
+    job = step(run, "read").job
+    assert job.claim("host-a:4242")
+    stale = timezone.now() - timedelta(seconds=91)  # the kind's timeout is 90 s
+    type(job).objects.filter(pk=job.pk).update(heartbeat_at=stale)
+    reaped = jobs.reap(kinds=["run_step"])
+    assert [r.job.pk for r in reaped] == [job.pk]
     dead = step(run, "read")
-    assert dead.state == StepState.FAILED and "worker died" in dead.summary
-    assert engine.perform_step(dead.pk) is None  # a redelivered task does not run it again
+    job.refresh_from_db()
+    assert job.state == JobState.INTERRUPTED and "host-a:4242" in job.error
+    assert dead.state == StepState.FAILED and dead.verdict == "fail"
+    assert "The worker died mid-step (worker host-a:4242" in dead.summary
+    assert step(run, "after").state == StepState.WAITING  # the run stops there
+    events = AuditEvent.objects.filter(action__in=["run_step.interrupted", "run.step_finished"])
+    assert sorted(e.action for e in events) == ["run.step_finished", "run_step.interrupted"]
+    assert jobs.run("run_step", job.pk) is None  # a redelivered task does not run it again
+    engine.retry(engineer, run, dead)
+    assert step(run, "read").job.attempt == 2
+
+
+def test_a_step_no_worker_took_fails_saying_so(engineer, analyticbot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    job = step(run, "read").job
+    type(job).objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    jobs.reap(kinds=["run_step"])
+    job.refresh_from_db()
+    lonely = step(run, "read")
+    assert job.state == JobState.INTERRUPTED and job.started_at is None
+    assert lonely.state == StepState.FAILED
+    assert lonely.summary.startswith("No worker took this step within 60 minutes")
+
+
+def test_abort_cancels_a_queued_step_and_asks_a_running_one_to_stop(engineer, analyticbot):
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    queued = step(run, "read").job
+    engine.abort(engineer, run, "wrong window")
+    queued.refresh_from_db()
+    assert queued.state == JobState.CANCELLED and step(run, "read").state == StepState.LOCKED
+    assert jobs.run("run_step", queued.pk) is None
+    event = AuditEvent.objects.get(action="run.aborted")
+    assert event.details["jobs"] == [
+        {"step": "read", "job": queued.pk, "attempt": 1, "state": "cancelled"}
+    ]
+
+    other = make_database(name="billing")
+    checked(other, "0016")
+    second = engine.start_run(engineer, book(FAILING_ACTION), other)
+    running = step(second, "read").job
+    assert running.claim("host-b:1")
+    engine.abort(engineer, second, "stop it")
+    running.refresh_from_db()
+    assert running.state == JobState.RUNNING and running.cancel_requested_at is not None
+    assert step(second, "read").state == StepState.STARTED  # it ends when its action stops
+
+
+def test_cancel_step_stops_a_queued_step_which_can_be_retried(engineer, analyticbot):
+    run = engine.start_run(engineer, book(FAILING_ACTION), analyticbot)
+    engine.cancel_step(engineer, run, step(run, "read"))
+    cancelled = step(run, "read")
+    assert cancelled.state == StepState.FAILED and cancelled.summary == "Cancelled before it ran."
+    assert cancelled.job.state == JobState.CANCELLED
+    with pytest.raises(engine.RunError, match="no queued or running job"):
+        engine.cancel_step(engineer, run, cancelled)
+    engine.retry(engineer, run, cancelled)
+    assert step(run, "read").job.attempt == 2
 
 
 APPROVE_THEN_UPGRADE = """
@@ -223,7 +323,7 @@ def test_an_approval_voids_itself_when_the_risk_report_changes_and_nothing_runs(
 
     run = engine.start_run(engineer, book(APPROVE_THEN_UPGRADE), analyticbot, "0020")
     engine.decide(lead, run, step(run, "approve"), "approve", "read the report")
-    assert step(run, "upgrade").state == StepState.QUEUED
+    assert step(run, "upgrade").status == JobState.QUEUED
     # Someone accepts a finding after the approval: the report the lead saw is not this one.
     RiskAcceptance.objects.create(
         database=analyticbot,
@@ -232,7 +332,7 @@ def test_an_approval_voids_itself_when_the_risk_report_changes_and_nothing_runs(
         comment="later",
         accepted_by=make_user("lena", "lead"),
     )
-    engine.perform_step(step(run, "upgrade").pk)
+    perform(step(run, "upgrade"))
     upgrade = step(run, "upgrade")
     assert upgrade.state == StepState.FAILED
     assert "approval is void: the risk report changed since it was approved" in upgrade.summary

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from helpers import BACKUP_PASSPHRASE
 
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
 from runbooks import engine, library
-from runbooks.models import RunState, StepState
+from runbooks.models import RunState, StepJob, StepState
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +22,13 @@ def passphrase(settings):
 
 
 def drain(run):
-    """Run queued automated steps in-process (what the worker does), until none is queued."""
+    """Run the queued step jobs in-process (what the worker does), until none is queued."""
     while True:
-        queued = run.steps.filter(state=StepState.QUEUED).order_by("phase_index", "position")
-        if not queued.exists():
+        queued = StepJob.objects.filter(step__run=run, state=JobState.QUEUED)
+        job = queued.order_by("step__phase_index", "step__position").first()
+        if job is None:
             return
-        engine.perform_step(queued.first().pk)
+        jobs.run("run_step", job.pk)
 
 
 def tick_open(engineer, run):
