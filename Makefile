@@ -1,4 +1,5 @@
-# Runway: `make demo` starts the console on a seeded database; `make test` runs the whole suite.
+# Runway: `make demo` starts the console on a seeded database; `make test` runs the whole suite;
+# `make lint` checks style, the dependency rules and the types.
 # Both install what is missing first (bin/setup).
 export UV_PYTHON_DOWNLOADS := never
 # Bytecode caches: without them every process (each worker, each manage.py a test starts)
@@ -17,8 +18,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The design's rules as checks: style, the import contracts (pyproject.toml, [tool.importlinter])
+# and the types. Each fails CI on its own.
 lint: setup
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy
 
 bench: setup
 	$(PY) bench/history_graph.py

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 
-from dashboard.audit.chain import Actor, record
+from dashboard.audit.chain import record
 from dashboard.databases import credentials
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
@@ -14,7 +15,7 @@ from dashboard.lib.secrets import SecretError
 
 
 @transaction.atomic
-def request_check(actor: Actor | None, db: ManagedDatabase) -> ConnectionCheck:
+def request_check(actor: User | None, db: ManagedDatabase) -> ConnectionCheck:
     check = ConnectionCheck.objects.create(
         database=db, requested_by=actor if actor is not None and actor.pk else None
     )
@@ -73,7 +74,7 @@ jobs.register(
 )
 
 
-def request_all(actor: Actor | None = None) -> list[ConnectionCheck]:
+def request_all(actor: User | None = None) -> list[ConnectionCheck]:
     return [request_check(actor, db) for db in ManagedDatabase.objects.all()]
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -183,6 +183,9 @@ class CheckQuerySet(JobQuerySet):
         return self.filter(state=JobState.SUCCEEDED, problem="")
 
 
+CheckManager = models.Manager.from_queryset(CheckQuerySet)
+
+
 class ConnectionCheck(Job):
     """One "test connection": queued by a person or the schedule, run by a worker (job kind
     ``connection_check``, see checks.py)."""
@@ -206,7 +209,7 @@ class ConnectionCheck(Job):
         help_text="Table -> [estimated rows, total bytes] as read by the check (risk analysis)",
     )
 
-    objects = CheckQuerySet.as_manager()
+    objects: ClassVar[CheckManager] = CheckManager()
 
     class Meta:
         ordering = ["-requested_at"]

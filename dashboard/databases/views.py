@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.accounts.refusals import refuse
-from dashboard.accounts.roles import Role, has_role, role_required
+from dashboard.accounts.roles import Request, Role, has_role, role_required
 from dashboard.databases import checks, registry, run_modes
 from dashboard.databases.forms import ManagedDatabaseForm
 from dashboard.databases.models import ManagedDatabase
@@ -16,7 +16,7 @@ from dashboard.lib import pg
 
 @require_GET
 @role_required(Role.VIEWER)
-def detail(request: HttpRequest, name: str) -> HttpResponse:
+def detail(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase.objects.select_related("partner"), name=name)
     context = {
         "db": db,
@@ -30,7 +30,7 @@ def detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(Role.ENGINEER)
-def register(request: HttpRequest) -> HttpResponse:
+def register(request: Request) -> HttpResponse:
     form = ManagedDatabaseForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
@@ -48,7 +48,7 @@ def register(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(Role.ENGINEER)
-def edit(request: HttpRequest, name: str) -> HttpResponse:
+def edit(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     form = ManagedDatabaseForm(request.POST or None, instance=db, user=request.user)
     if request.method == "POST" and form.is_valid():
@@ -66,7 +66,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @role_required(Role.LEAD)
-def confirm_secret(request: HttpRequest, name: str) -> HttpResponse:
+def confirm_secret(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     try:
         registry.confirm_secret(request.user, db)
@@ -90,7 +90,7 @@ def _unbound_message(db: ManagedDatabase) -> str:
 
 @require_POST
 @role_required(Role.ENGINEER)
-def test_connection(request: HttpRequest, name: str) -> HttpResponse:
+def test_connection(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     check = checks.request_check(request.user, db)
     if request.htmx:
@@ -100,7 +100,7 @@ def test_connection(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @role_required(Role.VIEWER)
-def check_status(request: HttpRequest, name: str, check_id: int) -> HttpResponse:
+def check_status(request: Request, name: str, check_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     check = get_object_or_404(db.checks, pk=check_id)
     response = render(request, "databases/_check.html", {"db": db, "check": check})
