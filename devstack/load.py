@@ -41,6 +41,7 @@ psycopg only (devstack's own connections): the product never imports this module
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -168,42 +169,20 @@ class Load:
         users), then start them; returns self."""
         if self._threads:
             raise LoadError("This load is already running.")
+        conns: list[psycopg.Connection] = []
         try:
-            conns = [self._connect() for _ in range(self.clients)]
-        except psycopg.OperationalError as exc:
-            lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            detail = lines[0].removeprefix("connection failed: ")
-            raise LoadError(f"Cannot connect to {self.where}: {detail}") from None
-        try:
-            row = (
-                conns[0]
-                .execute(
-                    "SELECT to_regclass('users') IS NOT NULL AND to_regclass('channels') IS NOT NULL "
-                    "AND to_regclass('payments') IS NOT NULL"
-                )
-                .fetchone()
-            )
-            if not row or not row[0]:
-                raise LoadError(
-                    f"{self.where} has no users, channels and payments tables: migrate it with "
-                    "migrations_target (alembic upgrade 0016) and seed it first."
-                )
-            users, channels = conns[0].execute(
-                "SELECT (SELECT coalesce(max(id), 0) FROM users), "
-                "(SELECT coalesce(max(id), 0) FROM channels)"
-            ).fetchone() or (0, 0)
-        except BaseException:
+            for _ in range(self.clients):
+                conns.append(self._connect())
+            users, channels = self._size_up(conns[0])
+        except BaseException as exc:
             for conn in conns:
                 conn.close()
+            if isinstance(exc, psycopg.OperationalError):
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                detail = lines[0].removeprefix("connection failed: ")
+                raise LoadError(f"Cannot connect to {self.where}: {detail}") from None
             raise
-        if not users:
-            for conn in conns:
-                conn.close()
-            raise LoadError(
-                f"{self.where} has no users to play: seed it first "
-                "(python -m devstack seed_target NAME --users 2000)."
-            )
-        self.users, self.channels = int(users), max(int(channels), 1)
+        self.users, self.channels = users, max(channels, 1)
         self._conns = list(conns)
         self.started_at = self._last = time.monotonic()
         for index in range(self.clients):
@@ -213,6 +192,29 @@ class Load:
             self._threads.append(thread)
             thread.start()
         return self
+
+    def _size_up(self, conn: psycopg.Connection) -> tuple[int, int]:
+        """The highest user and channel ids; LoadError unless the seed schema is there, seeded."""
+        tables = conn.execute(
+            "SELECT count(to_regclass(name)) FROM unnest(ARRAY['users', 'channels', 'payments']) "
+            "AS name"
+        ).fetchone()
+        if not tables or tables[0] != 3:
+            raise LoadError(
+                f"{self.where} has no users, channels and payments tables: migrate it with "
+                "migrations_target (alembic upgrade 0016) and seed it first."
+            )
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM users), "
+            "(SELECT coalesce(max(id), 0) FROM channels)"
+        ).fetchone()
+        users, channels = (int(row[0]), int(row[1])) if row else (0, 0)
+        if not users:
+            raise LoadError(
+                f"{self.where} has no users to play: seed it first "
+                "(python -m devstack seed_target NAME --users 2000)."
+            )
+        return users, channels
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the clients (cancelling the statement a client is blocked in) and the server."""
@@ -225,10 +227,8 @@ class Load:
             while thread.is_alive() and time.monotonic() < deadline:
                 conn = self._conns[index]
                 if conn is not None and not conn.closed:
-                    try:
+                    with contextlib.suppress(psycopg.Error):
                         conn.cancel_safe(timeout=2)
-                    except psycopg.Error:
-                        pass
                 thread.join(0.2)
         if self._server is not None:
             self._server.shutdown()
