@@ -2,8 +2,10 @@
 machine, stopped on Ctrl-C.
 
 A private PostgreSQL cluster under ``.runway/`` (Runway's own database and the demo targets),
-Redis, a Celery worker, Celery beat and the web server, each a real process. Running it again
-reuses the cluster, the users and the databases it made the first time.
+Redis, a Celery worker, Celery beat, the web server and the demo's application (the load process
+of :mod:`devstack.load`, playing against the production target so that a deployment runs under
+live traffic), each a real process. Running it again reuses the cluster, the users and the
+databases it made the first time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from devstack.cluster import Cluster, free_port, start_cluster
 ROOT = Path(__file__).resolve().parent.parent
 RUNWAY_ROLE = "runway"
 TARGET_ROLE = "app_owner"
+LOAD_TARGET = "analyticbot"  # the production database of devstack.demo.TARGETS
+LOAD_PORT = 8090
 
 
 def _secret(path: Path, nbytes: int = 24) -> str:
@@ -65,10 +69,12 @@ def _wait_port(port: int, timeout: float = 30) -> None:
 
 
 class Stack:
-    def __init__(self, home: Path, web_port: int, users: int) -> None:
+    def __init__(self, home: Path, web_port: int, users: int, load_port: int | None = None) -> None:
         self.home = home
         self.web_port = web_port
         self.users = users
+        # None: LOAD_PORT, or any free port when that one is taken (another demo's load).
+        self.load_port = load_port
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.cluster: Cluster | None = None
         self.logs = home / "logs"
@@ -117,6 +123,13 @@ class Stack:
                 f"127.0.0.1:{self.web_port} is taken (another Runway?); "
                 "choose another port: RUNWAY_PORT=8001 make demo"
             )
+        if self.load_port is not None and not _port_is_free(self.load_port):
+            raise SystemExit(
+                f"127.0.0.1:{self.load_port} is taken; choose another port for the demo's "
+                "application: RUNWAY_LOAD_PORT=8091 make demo"
+            )
+        if self.load_port is None:
+            self.load_port = LOAD_PORT if _port_is_free(LOAD_PORT) else free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o755)
         say(f"PostgreSQL: private cluster in {self.home / 'pg'}")
@@ -231,6 +244,28 @@ class Stack:
             env,
         )
         _wait_port(self.web_port)
+        self.spawn(
+            "load",
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "load",
+                "--dsn",
+                f"host={self.cluster.host} port={self.cluster.port} dbname={LOAD_TARGET} "
+                f"user={TARGET_ROLE}",
+                "--password-file",
+                str(target_password_file),
+                "--port",
+                str(self.load_port),
+            ],
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        _wait_port(self.load_port)
+        say(
+            f"The demo's application plays against {LOAD_TARGET}: "
+            f"http://127.0.0.1:{self.load_port}/health and /stats"
+        )
 
     def stop(self) -> None:
         for _name, proc in reversed(self.procs):
@@ -265,8 +300,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", type=Path, default=ROOT / ".runway")
     parser.add_argument("--port", type=int, default=int(os.environ.get("RUNWAY_PORT", "8000")))
     parser.add_argument("--users", type=int, default=2000, help="seeded users per target")
+    parser.add_argument(
+        "--load-port",
+        type=int,
+        default=int(os.environ["RUNWAY_LOAD_PORT"]) if os.environ.get("RUNWAY_LOAD_PORT") else None,
+        help=f"the demo application's /health and /stats (default {LOAD_PORT}, or a free one)",
+    )
     args = parser.parse_args(argv)
-    stack = Stack(args.home.resolve(), args.port, args.users)
+    stack = Stack(args.home.resolve(), args.port, args.users, args.load_port)
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
