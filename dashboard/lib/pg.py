@@ -1146,3 +1146,273 @@ def table_sizes(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
                 rows = -1
         sizes[key] = (rows, int(total))
     return sizes
+
+
+# --- Watching a migration as it runs (live progress, safe abort, recovery) ---
+#
+# Read by dashboard/schema/watch.py on a connection of its own, about once a second, while a
+# migration runs: the migrating session's activity and who blocks it, its index build's progress,
+# and the application around it (the database's commits, the longest lock wait of every other
+# session). A session is named by its pid *and* its start time, because pids are reused: a pid
+# recorded before a worker died is only ended if it is still the same session.
+
+_WATCH_QUERY_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """A backend of the connected database as ``pg_stat_activity`` shows it now."""
+
+    pid: int
+    backend_start: str  # ISO; with ``pid``, the session's identity
+    user: str | None
+    application: str | None
+    state: str | None  # active, idle, idle in transaction, ... (None: not ours to see)
+    wait_event_type: str | None
+    wait_event: str | None
+    query: str | None
+    query_start: str | None
+    query_seconds: float | None
+    xact_start: str | None
+    blocked_by: tuple[int, ...] = ()
+
+    @property
+    def in_transaction(self) -> bool:
+        """An open transaction (running a statement, or idle in one): what a cancel or an end
+        of the session rolls back."""
+        return self.xact_start is not None or (self.state or "").startswith("idle in")
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session the watched backend waits for: it holds (``granted``) or waits ahead of it for
+    a lock that conflicts with the one the backend asked for."""
+
+    pid: int
+    user: str | None
+    application: str | None
+    state: str | None
+    query: str | None
+    since: str | None  # its transaction's start (else its statement's)
+    seconds: float | None
+    mode: str | None
+    table: str | None
+    granted: bool | None
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """One row of ``pg_stat_progress_create_index`` (PostgreSQL 12+)."""
+
+    command: str
+    phase: str
+    table: str | None
+    index: str | None
+    lockers_total: int
+    lockers_done: int
+    current_locker_pid: int | None
+    blocks_total: int
+    blocks_done: int
+    tuples_total: int
+    tuples_done: int
+    partitions_total: int
+    partitions_done: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The database as a whole at one moment: its commits so far (``pg_stat_database``, every
+    session's, flushed by each backend at most once a second) and the other sessions' lock
+    waits now."""
+
+    at: float  # the server's clock, epoch seconds
+    xact_commit: int
+    xact_rollback: int
+    longest_lock_wait_ms: float  # of any session but this one and the excluded ones
+    waiting_sessions: int
+
+
+@dataclass(frozen=True)
+class WatchSample:
+    traffic: Traffic
+    backend: ActiveSession | None  # None: no pid given, or the session is gone
+    blockers: tuple[Blocker, ...]
+    index_build: IndexBuild | None
+
+
+_SESSION = """
+SELECT pid, backend_start, usename, application_name, state, wait_event_type, wait_event,
+       left(query, %(chars)s), query_start, extract(epoch FROM clock_timestamp() - query_start),
+       xact_start, pg_blocking_pids(pid)
+FROM pg_stat_activity WHERE pid = %(pid)s
+"""
+
+_BLOCKERS = """
+WITH wanted AS (
+    SELECT locktype, database, relation, transactionid, virtualxid
+    FROM pg_locks WHERE pid = %(pid)s AND NOT granted LIMIT 1
+)
+SELECT b.pid, a.usename, a.application_name, a.state, left(a.query, %(chars)s),
+       coalesce(a.xact_start, a.query_start),
+       extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.query_start)),
+       l.mode, l.relation::regclass::text, l.granted
+FROM unnest(pg_blocking_pids(%(pid)s)) WITH ORDINALITY AS b(pid, i)
+LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+LEFT JOIN LATERAL (
+    SELECT h.mode, h.relation, h.granted FROM pg_locks h, wanted w
+    WHERE h.pid = b.pid AND h.locktype = w.locktype
+      AND h.database IS NOT DISTINCT FROM w.database
+      AND h.relation IS NOT DISTINCT FROM w.relation
+      AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+      AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid
+    ORDER BY h.granted DESC LIMIT 1
+) l ON true
+ORDER BY b.i
+"""
+
+_INDEX_BUILD = """
+SELECT command, phase, relid::regclass::text, nullif(index_relid, 0)::regclass::text,
+       lockers_total, lockers_done, nullif(current_locker_pid, 0), blocks_total, blocks_done,
+       tuples_total, tuples_done, partitions_total, partitions_done
+FROM pg_stat_progress_create_index WHERE pid = %(pid)s
+"""
+
+_TRAFFIC = """
+SELECT extract(epoch FROM clock_timestamp()), d.xact_commit, d.xact_rollback,
+       coalesce(max(extract(epoch FROM clock_timestamp() - coalesce(l.waitstart,
+           clock_timestamp()))) * 1000, 0),
+       count(DISTINCT l.pid)
+FROM pg_stat_database d
+LEFT JOIN pg_locks l ON NOT l.granted AND l.pid <> pg_backend_pid()
+     AND l.pid <> ALL(%(exclude)s::int[])
+     AND l.pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
+WHERE d.datname = current_database()
+GROUP BY d.xact_commit, d.xact_rollback
+"""
+
+
+def _active_session(row: Any) -> ActiveSession:
+    return ActiveSession(
+        pid=int(row[0]),
+        backend_start=str(_iso(row[1])),
+        user=row[2],
+        application=row[3],
+        state=row[4],
+        wait_event_type=row[5],
+        wait_event=row[6],
+        query=row[7],
+        query_start=_iso(row[8]),
+        query_seconds=_seconds(row[9]),
+        xact_start=_iso(row[10]),
+        blocked_by=tuple(int(p) for p in row[11] or ()),
+    )
+
+
+def watch_sample(
+    conn: psycopg.Connection, backend_pid: int | None, *, exclude: list[int] | None = None
+) -> WatchSample:
+    """One look at a running migration, in one transaction (so it counts one commit of its
+    own in ``xact_commit``): the database's traffic, and, given the migrating ``backend_pid``,
+    its session, what blocks it and its index build. ``exclude``: sessions whose lock waits are
+    not the application's (the migrating one and Runway's own). Needs PostgreSQL 14+
+    (``pg_locks.waitstart``)."""
+    others = [p for p in [backend_pid, *(exclude or [])] if p]
+    params = {"pid": backend_pid, "chars": _WATCH_QUERY_CHARS, "exclude": others}
+    with conn.transaction():
+        row = conn.execute(_TRAFFIC, params).fetchone()
+        assert row is not None  # the connected database has its pg_stat_database row
+        traffic = Traffic(
+            at=float(row[0]),
+            xact_commit=int(row[1]),
+            xact_rollback=int(row[2]),
+            longest_lock_wait_ms=max(0.0, float(row[3])),
+            waiting_sessions=int(row[4]),
+        )
+        if backend_pid is None:
+            return WatchSample(traffic, None, (), None)
+        found = conn.execute(_SESSION, params).fetchone()
+        backend = _active_session(found) if found is not None else None
+        blockers: tuple[Blocker, ...] = ()
+        if backend is not None and backend.blocked_by:
+            blockers = tuple(
+                Blocker(
+                    pid=int(r[0]),
+                    user=r[1],
+                    application=r[2],
+                    state=r[3],
+                    query=r[4],
+                    since=_iso(r[5]),
+                    seconds=_seconds(r[6]),
+                    mode=r[7],
+                    table=r[8],
+                    granted=r[9],
+                )
+                for r in conn.execute(_BLOCKERS, params).fetchall()
+            )
+        build = conn.execute(_INDEX_BUILD, params).fetchone()
+    index_build = (
+        IndexBuild(
+            command=str(build[0]),
+            phase=str(build[1]),
+            table=build[2],
+            index=build[3],
+            lockers_total=int(build[4] or 0),
+            lockers_done=int(build[5] or 0),
+            current_locker_pid=build[6],
+            blocks_total=int(build[7] or 0),
+            blocks_done=int(build[8] or 0),
+            tuples_total=int(build[9] or 0),
+            tuples_done=int(build[10] or 0),
+            partitions_total=int(build[11] or 0),
+            partitions_done=int(build[12] or 0),
+        )
+        if build is not None
+        else None
+    )
+    return WatchSample(traffic, backend, blockers, index_build)
+
+
+def active_session(
+    conn: psycopg.Connection, pid: int, backend_start: str | None = None
+) -> ActiveSession | None:
+    """The session ``pid`` if it is still there (and, given ``backend_start``, still the same
+    session, not a new one that got the pid), else None."""
+    row = conn.execute(_SESSION, {"pid": pid, "chars": _WATCH_QUERY_CHARS}).fetchone()
+    if row is None:
+        return None
+    found = _active_session(row)
+    if backend_start is not None and not _same_start(found.backend_start, backend_start):
+        return None
+    return found
+
+
+def _same_start(a: str, b: str) -> bool:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+    except ValueError:
+        return a == b
+
+
+def cancel_backend(conn: psycopg.Connection, pid: int) -> bool:
+    """Ask the session to cancel its current statement (``pg_cancel_backend``): its transaction
+    fails and rolls back when the client rolls back or goes. False when no such session was
+    signalled."""
+    return bool(_one(conn, "SELECT pg_cancel_backend(%s)", [pid])[0])
+
+
+def terminate_backend(conn: psycopg.Connection, pid: int) -> bool:
+    """End the session (``pg_terminate_backend``): an open transaction rolls back."""
+    return bool(_one(conn, "SELECT pg_terminate_backend(%s)", [pid])[0])
+
+
+def all_invalid_indexes(conn: psycopg.Connection) -> list[str]:
+    """Indexes left INVALID (a CREATE INDEX CONCURRENTLY that failed or was cancelled), as
+    ``schema.index on table``."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname || ' on ' || i.indrelid::regclass::text "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
