@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/history_graph.py
 	$(PY) bench/audit_export.py
 	$(PY) bench/lint_chain.py
+	$(PY) bench/stalls.py
 
 clean:
 	rm -rf .runway staticfiles test-artifacts
