@@ -329,6 +329,8 @@ class Load:
         with self._lock:
             self.error_count += 1
             self._errors.append(time.monotonic())
+            if len(self._errors) > 10_000:  # a database gone for long: keep the recent ones
+                del self._errors[:5_000]
             self.last_error = f"{type(exc).__name__}: {text[0] if text else ''}"
 
     # --- Measuring ---
@@ -357,16 +359,20 @@ class Load:
         ``since`` to ``until``, both on :meth:`clock`, ``until`` defaulting to now), since
         start, and per second (the window's seconds when ``since`` is given, else the last
         ``series`` seconds). Times in seconds, latencies in milliseconds."""
+        # Under the lock only what copying takes: the clients wait for it to record.
         with self._lock:
             now = time.monotonic()
             end = now if until is None else min(until, now)
             start = max(end - window, self.started_at) if since is None else since
             start = max(start, self.started_at)
-            i0 = bisect_left(self._times, start)
-            i1 = bisect_right(self._times, end)
-            times = self._times[i0:i1]
-            latencies = sorted(self._latencies[i0:i1])
-            errors = sum(1 for t in self._errors if start <= t <= end)
+            if since is None:
+                first_second = max(0, int(end - self.started_at) - series + 1)
+            else:
+                first_second = int(start - self.started_at)
+            lo = bisect_left(self._times, min(start, self.started_at + first_second))
+            hi = bisect_right(self._times, end)
+            times, latencies = self._times[lo:hi], self._latencies[lo:hi]
+            error_times = list(self._errors)
             open_gap = now - self._last
             since_start = {
                 "seconds": round(now - self.started_at, 3),
@@ -378,15 +384,13 @@ class Load:
                 ),
                 "stalls": self._stalls + (1 if open_gap > self.stall_threshold else 0),
             }
-            if since is None:
-                first_second = max(0, int(end - self.started_at) - series + 1)
-            else:
-                first_second = int(start - self.started_at)
-            rows = _per_second(
-                self._times, self._latencies, self.started_at, first_second, end, self._errors
-            )
             last_error = self.last_error
-        longest, stalled, stalls = _gaps(times, start, end, self.stall_threshold)
+        rows = _per_second(times, latencies, self.started_at, first_second, end, error_times)
+        i0 = bisect_left(times, start)
+        in_window = times[i0:]
+        ordered = sorted(latencies[i0:])
+        errors = sum(1 for t in error_times if start <= t <= end)
+        longest, stalled, stalls = _gaps(in_window, start, end, self.stall_threshold)
         span = max(end - start, 1e-9)
         return {
             "clients": self.clients,
@@ -397,11 +401,11 @@ class Load:
             "last_transaction_seconds_ago": round(open_gap, 3),
             "window": {
                 "seconds": round(end - start, 3),
-                "transactions": len(times),
-                "per_second": round(len(times) / span, 1),
-                "p50_ms": _ms(_quantile(latencies, 0.50)),
-                "p99_ms": _ms(_quantile(latencies, 0.99)),
-                "max_ms": _ms(latencies[-1] if latencies else None),
+                "transactions": len(in_window),
+                "per_second": round(len(in_window) / span, 1),
+                "p50_ms": _ms(_quantile(ordered, 0.50)),
+                "p99_ms": _ms(_quantile(ordered, 0.99)),
+                "max_ms": _ms(ordered[-1] if ordered else None),
                 "longest_stall_seconds": round(longest, 3),
                 "stalled_seconds": round(stalled, 3),
                 "stalls": stalls,
