@@ -669,7 +669,7 @@ def run_once(bench: Bench, pattern: Pattern, mode: str) -> dict[str, Any]:
     return {
         "ok": bool(outcome.get("ok")) and applied,
         "error": outcome.get("error", "" if applied else f"alembic_version is {at and at[0]}"),
-        "seconds": migrated,
+        "seconds": outcome.get("seconds", migrated),  # the child's own, from "go" to done
         "longest": window["longest_stall_seconds"],
         "stalled": window["stalled_seconds"],
         "tps": window["per_second"],
