@@ -105,10 +105,14 @@ def test_an_interpreter_no_longer_allowed_is_refused_on_the_form(
     assert "is not one of the interpreters an admin allowed" in response.content.decode()
 
 
-@pytest.mark.parametrize("folder", ["/tmp", "/", "migrations_target/versions"])
+# "elsewhere": a folder of its own (a clone may itself live under /tmp, and a folder up to
+# three levels above the script folder is allowed).
+@pytest.mark.parametrize("folder", ["elsewhere", "/", "migrations_target/versions"])
 def test_a_working_directory_outside_the_project_is_refused(
-    client: Any, lead: Any, allowed: str, folder: str
+    client: Any, lead: Any, allowed: str, folder: str, tmp_path: Path
 ) -> None:
+    if folder == "elsewhere":
+        folder = str(tmp_path)
     db = make_database(environment="staging")
     client.force_login(lead)
     response = edit(client, db, run_mode="project", project_python=PYTHON, project_directory=folder)
