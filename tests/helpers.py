@@ -410,7 +410,9 @@ def worker_process(env: dict[str, str], queue: str, log: Path) -> Iterator[Any]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: "ready." in log.read_text() or proc.poll() is not None, "a worker")
+        wait_until(
+            lambda: "ready." in log.read_text() or proc.poll() is not None, "a worker", timeout=90
+        )
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited: {log.read_text()[-2000:]}")
         yield proc
