@@ -15,6 +15,11 @@ setup:
 demo: setup
 	$(PY) -m devstack demo
 
+# Three pytest-xdist workers on two cores: many tests wait on real processes (a worker's start,
+# a reaper's timeout, Chromium), so a third worker overlaps those waits. Each xdist worker starts
+# its own PostgreSQL cluster, Redis, moto server and Celery worker. `make test PYTEST_ARGS=-n0`
+# runs it in one process; `PYTEST_ARGS="tests/backups -n0"` a part of it.
+PYTEST_ARGS ?= -n 3 --dist worksteal
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
