@@ -266,6 +266,12 @@ class StepJob(Job):
     summary = models.TextField(blank=True, help_text="The action's own summary")
     output = models.TextField(blank=True, help_text="The action's live log")
     evidence = models.JSONField(default=dict, blank=True)
+    progress = models.JSONField(
+        default=dict, blank=True, help_text="Live progress, written by the action while it runs"
+    )
+    stop_request = models.JSONField(
+        default=dict, blank=True, help_text="Who asked it to stop, why, and the grace period"
+    )
 
     class Meta:
         ordering = ["step", "attempt"]
