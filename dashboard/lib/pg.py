@@ -1148,6 +1148,183 @@ def table_sizes(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+# --- Guarded execution: who holds or waits for a table's locks; CONCURRENTLY's leftovers ---
+
+
+@dataclass(frozen=True)
+class RelationLock:
+    """One lock another session holds (``granted``) or waits for on a relation asked about.
+    A prepared transaction has no pid; a session the role may not read has no user, query or
+    times (``pg_read_all_stats``)."""
+
+    table: str  # the name asked about
+    relation: str  # schema.name
+    pid: int | None
+    mode: str  # as pg_locks says it: AccessShareLock, ..., AccessExclusiveLock
+    granted: bool
+    user: str | None = None
+    application: str | None = None
+    backend_type: str | None = None
+    state: str | None = None
+    query: str | None = None
+    xact_start: str | None = None  # ISO
+    state_change: str | None = None  # ISO
+    wait_start: str | None = None  # ISO (PostgreSQL 14+, while it waits)
+    xact_age_ms: float | None = None  # how long its transaction has been open
+
+
+_RELATION_LOCKS = """
+SELECT t.name, n.nspname || '.' || c.relname, l.pid, l.mode, l.granted,
+       a.usename, a.application_name, a.backend_type, a.state, left(a.query, %(chars)s),
+       a.xact_start, a.state_change, {wait_start},
+       extract(epoch FROM clock_timestamp() - a.xact_start) * 1000
+FROM unnest(%(tables)s::text[], %(asked)s::text[]) AS t(quoted, name)
+JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = to_regclass(t.quoted)
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.pid IS DISTINCT FROM pg_backend_pid()
+  AND (l.pid IS NULL OR l.pid <> ALL(%(exclude)s::int[]))
+ORDER BY l.granted DESC, a.xact_start NULLS FIRST, l.pid, t.name
+"""
+
+
+def relation_locks(
+    conn: psycopg.Connection, tables: list[str], *, exclude: list[int] | tuple[int, ...] = ()
+) -> list[RelationLock]:
+    """Every lock other sessions (not ``conn``'s, nor the ``exclude`` pids) hold or wait for
+    on ``tables`` (plain or schema-qualified names as the rules write them; missing ones are
+    skipped). One cheap catalog read, no lock on the tables themselves: what guarded execution
+    polls while it waits."""
+    if not tables:
+        return []
+    start = "l.waitstart" if conn.info.server_version >= 140000 else "NULL::timestamptz"
+    rows = conn.execute(
+        sql.SQL(_RELATION_LOCKS).format(wait_start=sql.SQL(start)),
+        {
+            "tables": [_quoted(name) for name in tables],
+            "asked": list(tables),
+            "exclude": [int(pid) for pid in exclude],
+            "chars": _QUERY_CHARS,
+        },
+    ).fetchall()
+    return [
+        RelationLock(
+            table=row[0],
+            relation=row[1],
+            pid=row[2],
+            mode=row[3],
+            granted=bool(row[4]),
+            user=row[5],
+            application=row[6],
+            backend_type=row[7],
+            state=row[8],
+            query=row[9],
+            xact_start=_iso(row[10]),
+            state_change=_iso(row[11]),
+            wait_start=_iso(row[12]),
+            xact_age_ms=float(row[13]) if row[13] is not None else None,
+        )
+        for row in rows
+    ]
+
+
+def server_version_num(conn: psycopg.Connection) -> int:
+    """150008 for PostgreSQL 15.8."""
+    return int(conn.info.server_version)
+
+
+_INVALID_INDEXES = """
+SELECT n.nspname, c.relname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid
+  AND i.indrelid = to_regclass(%(table)s)
+  AND (c.relname = ANY(%(names)s::text[])
+       OR (%(reindexed)s AND c.relname ~ '_cc(new|old)[0-9]*$'))
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid)
+ORDER BY 1, 2
+"""
+
+
+def invalid_indexes(
+    conn: psycopg.Connection,
+    table: str,
+    names: list[str] | tuple[str, ...],
+    *,
+    reindexed: bool = False,
+) -> list[tuple[str, str]]:
+    """The INVALID indexes (``pg_index.indisvalid`` false) on ``table`` named one of ``names``
+    or, with ``reindexed``, the ``_ccnew``/``_ccold`` ones a failed REINDEX CONCURRENTLY leaves,
+    as (schema, name). An index some session is building right now
+    (``pg_stat_progress_create_index``) is not one of them."""
+    if to_regclass(conn, table) is None:
+        return []
+    rows = conn.execute(
+        _INVALID_INDEXES,
+        {"table": _quoted(table), "names": list(names), "reindexed": reindexed},
+    ).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
+
+
+def to_regclass(conn: psycopg.Connection, name: str) -> str | None:
+    """``name`` (plain or schema-qualified, as the rules write it) as the server resolves it,
+    or None when there is no such relation."""
+    (found,) = _one(conn, "SELECT to_regclass(%s)::text", (_quoted(name),))
+    return str(found) if found is not None else None
+
+
+def drop_index_concurrently(
+    conn: psycopg.Connection,
+    schema: str,
+    name: str,
+    *,
+    lock_timeout_ms: int,
+    statement_timeout_ms: int,
+) -> None:
+    """``DROP INDEX CONCURRENTLY IF EXISTS schema.name`` over an autocommit ``conn``, under
+    those timeouts; the connection's own timeouts are restored afterwards."""
+    saved = _one(
+        conn, "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+    )
+    try:
+        set_timeouts(
+            conn, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms
+        )
+        conn.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+        )
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (saved[0],))
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (saved[1],))
+
+
+def set_timeouts(
+    conn: psycopg.Connection, *, lock_timeout_ms: int, statement_timeout_ms: int
+) -> None:
+    """Session-level (plain SET) lock and statement timeouts of ``conn``."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(lock_timeout_ms)}ms",))
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false)", (f"{int(statement_timeout_ms)}ms",)
+    )
+
+
+def index_table(conn: psycopg.Connection, index: str) -> str | None:
+    """The table of index ``index`` (as the rules write names), as ``schema.table`` without
+    ``public.``; None when there is no such index."""
+    row = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass(%s)",
+        (_quoted(index),),
+    ).fetchone()
+    if row is None:
+        return None
+    return str(row[1]) if row[0] == "public" else f"{row[0]}.{row[1]}"
+
+
 # --- Watching a migration as it runs (live progress, safe abort, recovery) ---
 #
 # Read by dashboard/schema/watch.py on a connection of its own, about once a second, while a
