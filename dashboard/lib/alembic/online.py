@@ -20,7 +20,19 @@ renderer (``_render_worker.py``):
   and an UPDATE or DELETE that matches no row rolls the revision back;
 - every statement goes through the caller's hooks (``before_statement``, ``after_statement``:
   SQLAlchemy's ``before_cursor_execute``/``after_cursor_execute``/``handle_error``), its SQL text
-  only, never its parameters (they may hold data).
+  only, never its parameters (they may hold data);
+- the caller's session settings (:meth:`Session.configure`: plain ``SET``, committed at once, so
+  they hold in the revision's transaction, in its autocommit blocks and after a rollback, and are
+  set again on a new connection) decide ``lock_timeout``/``statement_timeout`` per attempt;
+- CREATE/DROP INDEX CONCURRENTLY and REINDEX CONCURRENTLY run only outside the transaction (in an
+  autocommit block): inside it they are refused before they are sent, naming the fix. Their
+  waits (a SHARE UPDATE EXCLUSIVE lock, then for older transactions) never queue the
+  application's reads and writes, so they run with ``concurrently_lock_timeout`` (guarded
+  execution sets "0": no lock timeout, the statement timeout bounds them) instead of the
+  attempt's short lock timeout: a long transaction elsewhere does not throw away a finished
+  build;
+- a connection the server ended (``pg_terminate_backend``) is given up, and the next revision or
+  attempt connects again.
 
 No Django. Alembic's ``op`` and ``context`` are module globals, so a process runs one revision
 at a time (a lock here); each revision's module, and the stand-ins it needed, are forgotten after
@@ -30,10 +42,12 @@ would run them.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +73,41 @@ _ONE_AT_A_TIME = threading.Lock()
 
 class RevisionFailed(RuntimeError):
     """A revision did not apply; it was rolled back (or, past an autocommit block, stopped
-    there). ``failure`` has the category and the line; the message never holds the password."""
+    there). ``failure`` has the category and the line; the message never holds the password.
+    ``sqlstate`` is the server's error code when the database refused a statement (55P03: lock
+    not available, 57014: cancelled); ``disconnected`` when the connection was lost with it."""
 
-    def __init__(self, message: str, failure: rf.Failure) -> None:
+    def __init__(
+        self,
+        message: str,
+        failure: rf.Failure,
+        *,
+        sqlstate: str | None = None,
+        disconnected: bool = False,
+    ) -> None:
         super().__init__(message)
         self.failure = failure
+        self.sqlstate = sqlstate
+        self.disconnected = disconnected
+
+
+class ConcurrentlyInTransaction(Exception):
+    """A CONCURRENTLY statement was about to be sent inside the revision's transaction."""
+
+
+_CONCURRENTLY = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY"
+    r"|DROP\s+INDEX\s+CONCURRENTLY"
+    r"|REINDEX\s+(?:\([^)]*\bCONCURRENTLY\b[^)]*\)"
+    r"|(?:\([^)]*\)\s*)?(?:INDEX|TABLE|SCHEMA|DATABASE|SYSTEM)\s+CONCURRENTLY))\b",
+    re.IGNORECASE,
+)
+
+
+def is_concurrently(statement: str) -> bool:
+    """Whether ``statement`` is CREATE/DROP INDEX CONCURRENTLY or REINDEX ... CONCURRENTLY
+    (which PostgreSQL runs only outside a transaction block)."""
+    return _CONCURRENTLY.match(statement) is not None
 
 
 class VersionTableRefused(Exception):
@@ -183,7 +227,13 @@ class Session:
         self._connection: Connection | None = None
         self._revision = ""
         self._count = 0
+        self._settings: dict[str, str] = {}
         self.backend_pid: int | None = None
+        # The lock_timeout a CONCURRENTLY statement runs with (None: the session's own).
+        self.concurrently_lock_timeout: str | None = None
+        # Whether the last run() sent statements outside its transaction (an autocommit block):
+        # what they did stays even when the revision fails afterwards.
+        self.autocommitted = False
 
     def __enter__(self) -> Session:
         return self
@@ -199,9 +249,38 @@ class Session:
             self._engine.dispose()
             self._engine = None
 
+    def configure(self, settings: Mapping[str, str]) -> None:
+        """Set ``settings`` (e.g. ``lock_timeout``: ``"200ms"``) on the session with plain
+        ``SET`` semantics (``set_config(..., false)``), committed at once: they hold for every
+        revision and autocommit block that follows, survive a rolled-back revision, and are set
+        again on a new connection. RevisionFailed when the server refuses one."""
+        self._settings.update(settings)
+        connection = self._connect()
+        try:
+            self._apply_settings(connection, settings)
+        except sa.exc.DBAPIError as exc:
+            text = self._redact(_first_line(exc.orig if exc.orig is not None else exc))
+            if connection.in_transaction():
+                connection.rollback()
+            raise RevisionFailed(
+                f"cannot set {', '.join(settings)}: {text}",
+                rf.Failure("database_error", text),
+                sqlstate=getattr(exc.orig, "sqlstate", None),
+                disconnected=bool(exc.connection_invalidated),
+            ) from None
+
+    def _apply_settings(self, connection: Connection, settings: Mapping[str, str]) -> None:
+        for name, value in settings.items():
+            connection.execute(
+                sa.text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
+            )
+        connection.commit()
+
     def _connect(self) -> Connection:
         if self._connection is not None and not self._connection.closed:
-            return self._connection
+            if not self._connection.invalidated:
+                return self._connection
+            self.close()  # the server ended it (or it broke): a new connection, a new backend
         query = sa.engine.make_url(self.url).query
         args = {} if "application_name" in query else {"application_name": "runway"}
         engine = sa.create_engine(self.url, poolclass=pool.NullPool, connect_args=args)
@@ -218,19 +297,50 @@ class Session:
             ) from None
         self.backend_pid = self._connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         self._connection.commit()
+        if self._settings:
+            self._apply_settings(self._connection, self._settings)
         return self._connection
 
     # SQLAlchemy's events: the statement's text, never its parameters.
     def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not self._revision:
             return  # Runway's own question (the backend's pid), not the revision's
+        dbapi = getattr(cursor, "connection", None)
+        autocommit = bool(getattr(dbapi, "autocommit", False))
+        self.autocommitted = self.autocommitted or autocommit
+        if is_concurrently(statement):
+            if not autocommit:
+                raise ConcurrentlyInTransaction(
+                    f"{_one_line(statement)} cannot run inside the revision's transaction "
+                    "(PostgreSQL refuses CONCURRENTLY in a transaction block): run it in "
+                    "`with op.get_context().autocommit_block():`. Runway did not send it"
+                )
+            if self.concurrently_lock_timeout is not None and dbapi is not None:
+                dbapi.execute(
+                    "SELECT set_config('lock_timeout', %s, false)",
+                    [self.concurrently_lock_timeout],
+                )
+                restore = self._settings.get("lock_timeout", "0")
+                conn.info["runway_restore_lock_timeout"] = (dbapi, restore)
         running = Statement(self._revision, _one_line(statement), time.monotonic())
         conn.info["runway_statement"] = running
         self._count += 1
         if self.before_statement is not None:
             self.before_statement(running)
 
+    def _restore(self, conn: Any) -> None:
+        """The attempt's lock_timeout again after a CONCURRENTLY statement's own."""
+        saved = conn.info.pop("runway_restore_lock_timeout", None) if conn else None
+        if saved is None:
+            return
+        dbapi, restore = saved
+        if dbapi.closed:
+            return
+        with contextlib.suppress(Exception):  # a broken connection is given up by run()
+            dbapi.execute("SELECT set_config('lock_timeout', %s, false)", [restore])
+
     def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self._restore(conn)
         running: Statement | None = conn.info.pop("runway_statement", None)
         if running is None:
             return
@@ -242,6 +352,7 @@ class Session:
 
     def _error(self, context: Any) -> None:
         conn = context.connection
+        self._restore(conn)
         running: Statement | None = conn.info.pop("runway_statement", None) if conn else None
         if running is None:
             return
@@ -268,6 +379,7 @@ class Session:
         with _ONE_AT_A_TIME:
             connection = self._connect()
             self._revision, self._count = revision, 0
+            self.autocommitted = False
             started = time.monotonic()
             try:
                 with _loaded(found) as module:
@@ -277,14 +389,34 @@ class Session:
             except VersionTableRefused as exc:
                 failure = rf.Failure("version_table", str(exc))
                 raise RevisionFailed(str(exc), failure) from None
+            except ConcurrentlyInTransaction as exc:
+                failure = rf.Failure(
+                    "concurrently_in_transaction", str(exc), rf.line_in(exc, found.path)
+                )
+                raise RevisionFailed(self._message(failure, found), failure) from None
             except Exception as exc:
                 failure = self._describe(exc, found)
-                raise RevisionFailed(self._message(failure, found), failure) from None
+                dbapi_error = exc if isinstance(exc, sa.exc.DBAPIError) else None
+                raise RevisionFailed(
+                    self._message(failure, found),
+                    failure,
+                    sqlstate=getattr(dbapi_error.orig, "sqlstate", None) if dbapi_error else None,
+                    disconnected=bool(dbapi_error and dbapi_error.connection_invalidated),
+                ) from None
             finally:
                 self._revision = ""
-                if connection.in_transaction():
-                    connection.rollback()
+                self._finish(connection)
             return Ran(revision, direction, time.monotonic() - started, self._count)
+
+    def _finish(self, connection: Connection) -> None:
+        """Roll back what is left open; give up a connection the server ended."""
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+        except sa.exc.DBAPIError:
+            pass
+        if connection.invalidated or connection.closed:
+            self.close()
 
     def _apply(
         self, connection: Connection, module: Any, found: RevisionFile, direction: str
