@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -8,7 +9,15 @@ from django.conf import settings
 from django.http import QueryDict
 
 from dashboard.databases import credentials, registry, run_modes
-from dashboard.databases.models import ManagedDatabase, RunMode
+from dashboard.databases.models import (
+    LOCK_ATTEMPTS,
+    LOCK_TIMEOUT_MS,
+    LOCK_WAIT_SECONDS,
+    STATEMENT_TIMEOUT_SECONDS,
+    ManagedDatabase,
+    RunMode,
+    revision_timeouts_problems,
+)
 from dashboard.lib import pg
 from dashboard.lib.alembic import NotAnAlembicProject, read_scripts
 from dashboard.lib.alembic import project as alembic_project
@@ -41,6 +50,56 @@ class CriticalTablesField(forms.CharField):
         return list(dict.fromkeys(names))
 
 
+TIMEOUTS_EXAMPLE = '{"3c2e1f9a": 3600}'
+
+
+class RevisionTimeoutsField(forms.CharField):
+    """A JSON object of revision id -> statement timeout in seconds; empty for none."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def __init__(self, *, encoder: Any = None, decoder: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # JSONField's encoder and decoder: plain json here
+
+    def prepare_value(self, value: object) -> object:
+        if isinstance(value, dict):
+            return json.dumps(value, sort_keys=True) if value else ""
+        return value
+
+    def to_python(self, value: str | None) -> dict[str, Any]:  # type: ignore[override]
+        text = (value or "").strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                "Not valid JSON (%(why)s at line %(line)s, column %(column)s): write revision "
+                "id -> seconds, e.g. %(example)s.",
+                params={
+                    "why": exc.msg,
+                    "line": exc.lineno,
+                    "column": exc.colno,
+                    "example": TIMEOUTS_EXAMPLE,
+                },
+            ) from None
+        problems = revision_timeouts_problems(parsed)
+        if problems:
+            raise forms.ValidationError(problems)
+        assert isinstance(parsed, dict)
+        return parsed
+
+
+# Each policy field's bounds and what the message says about it.
+_POLICY_BOUNDS = {
+    "lock_timeout_ms": (LOCK_TIMEOUT_MS, "milliseconds", 500, "the longest one attempt may hold "
+                        "up the application"),
+    "lock_attempts": (LOCK_ATTEMPTS, "attempts", 30, "how many times a revision is tried"),
+    "lock_wait_seconds": (LOCK_WAIT_SECONDS, "seconds", 10, "0 attempts at once"),
+    "statement_timeout_seconds": (STATEMENT_TIMEOUT_SECONDS, "seconds", 300, "24 hours at most"),
+}  # fmt: skip
+
+
 class ManagedDatabaseForm(forms.ModelForm):
     critical_tables = CriticalTablesField(
         required=False,
@@ -62,8 +121,10 @@ class ManagedDatabaseForm(forms.ModelForm):
             "project_python",
             "project_directory",
             "project_url_variable",
+            *registry.POLICY_FIELDS,
         ]
         widgets = {"run_mode": forms.RadioSelect}
+        field_classes = {"revision_statement_timeouts": RevisionTimeoutsField}
 
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +134,7 @@ class ManagedDatabaseForm(forms.ModelForm):
             partners = partners.exclude(pk=self.instance.pk)
         self.fields["partner"].queryset = partners  # type: ignore[attr-defined]
         self._run_mode_fields(user)
+        self._policy_fields(user)
         if self.instance.pk and not registry.may_change_connection(user, self.instance):
             needed = registry.connection_role(self.instance).label
             for name in registry.CONNECTION_FIELDS:
@@ -106,6 +168,93 @@ class ManagedDatabaseForm(forms.ModelForm):
                     f"Only a {needed} may change this: it decides which program the workers run."
                 )
 
+    def _policy_fields(self, user: Any) -> None:
+        """Left out of a form (an older client, a script): the value stays as it is. On a
+        production database only a lead may change them."""
+        for name in registry.POLICY_FIELDS:
+            self.fields[name].required = False
+        for name, ((low, high), _, _, _) in _POLICY_BOUNDS.items():
+            # The bounds are checked in clean_<name>, with a message that says them.
+            self.fields[name].validators = []
+            self.fields[name].widget.attrs.update({"min": low, "max": high})
+        self.fields["revision_statement_timeouts"].help_text = (
+            "Revision id -> seconds, as JSON, for revisions whose statements need longer than "
+            f"the statement timeout (a long CREATE INDEX CONCURRENTLY), e.g. {TIMEOUTS_EXAMPLE}"
+        )
+        if self.instance.pk and not registry.may_change_policy(user, self.instance):
+            needed = registry.policy_role(self.instance).label
+            for name in registry.POLICY_FIELDS:
+                locked = self.fields[name]
+                locked.disabled = True
+                locked.help_text = (
+                    f"Only a {needed} may change this on a production database: it decides how "
+                    "long the application may be held up by a migration."
+                )
+
+    def _kept(self, name: str, value: Any) -> Any:
+        """``value``, or the stored one when the form left ``name`` out."""
+        if self.add_prefix(name) not in self.data:
+            return getattr(self.instance, name)
+        return value
+
+    def _bounded(self, name: str) -> int:
+        value = self._kept(name, self.cleaned_data.get(name))
+        (low, high), unit, default, note = _POLICY_BOUNDS[name]
+        if value is None:
+            return int(getattr(self.instance, name))  # left empty: as it is
+        if not low <= value <= high:
+            raise forms.ValidationError(
+                "%(value)s is outside %(low)s..%(high)s %(unit)s (default %(default)s; %(note)s).",
+                params={
+                    "value": value,
+                    "low": low,
+                    "high": high,
+                    "unit": unit,
+                    "default": default,
+                    "note": note,
+                },
+            )
+        return int(value)
+
+    def clean_lock_timeout_ms(self) -> int:
+        return self._bounded("lock_timeout_ms")
+
+    def clean_lock_attempts(self) -> int:
+        return self._bounded("lock_attempts")
+
+    def clean_lock_wait_seconds(self) -> int:
+        return self._bounded("lock_wait_seconds")
+
+    def clean_statement_timeout_seconds(self) -> int:
+        return self._bounded("statement_timeout_seconds")
+
+    def clean_revision_statement_timeouts(self) -> dict[str, Any]:
+        value = self._kept(
+            "revision_statement_timeouts", self.cleaned_data.get("revision_statement_timeouts")
+        )
+        return dict(value or {})
+
+    def _check_revisions(self, data: dict[str, Any]) -> None:
+        """Each overridden revision is one the scripts define (a typo would be ignored)."""
+        overrides = data.get("revision_statement_timeouts") or {}
+        if not overrides or "revision_statement_timeouts" not in self.changed_data:
+            return
+        if "script_location" not in data:
+            return  # its own error is shown
+        try:
+            known = read_scripts(
+                ManagedDatabase(script_location=data["script_location"]).script_path
+            )
+        except NotAnAlembicProject:
+            return
+        unknown = [rev for rev in overrides if rev not in known.revisions]
+        if unknown:
+            self.add_error(
+                "revision_statement_timeouts",
+                f"No revision file defines {', '.join(sorted(unknown))} in "
+                f"{data['script_location']}: give the revision ids of the scripts.",
+            )
+
     def clean_run_mode(self) -> str:
         return self.cleaned_data.get("run_mode") or self.instance.run_mode or RunMode.RUNWAY
 
@@ -122,6 +271,7 @@ class ManagedDatabaseForm(forms.ModelForm):
         chosen = {"run_mode", "project_python", "project_directory", "script_location"}
         if not self.instance.pk or chosen & set(self.changed_data):
             self._check_run_mode(data)
+        self._check_revisions(data)
         return data
 
     def _check_run_mode(self, data: dict[str, Any]) -> None:

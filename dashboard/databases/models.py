@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +34,46 @@ class RunMode(models.TextChoices):
 
     RUNWAY = "runway", "Runway's environment: the revision files only, on Runway's connection"
     PROJECT = "project", "The project's own env.py, in the application's Python environment"
+
+
+# The migration policy's bounds (guarded execution, dashboard/schema/guard.py): each field's range.
+LOCK_TIMEOUT_MS = (10, 30_000)
+LOCK_ATTEMPTS = (1, 200)
+LOCK_WAIT_SECONDS = (0, 3600)
+STATEMENT_TIMEOUT_SECONDS = (1, 86_400)
+# An Alembic revision id as alembic_version holds it (varchar(32)): letters, digits and _.
+REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+def _bounded(low: int, high: int) -> list[Any]:
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+def revision_timeouts_problems(value: object) -> list[str]:
+    """What is wrong with a revision -> statement timeout (seconds) map; [] when nothing."""
+    if not isinstance(value, dict):
+        return ['Give a JSON object of revision id -> seconds, e.g. {"3c2e1f9a": 3600}.']
+    problems = []
+    low, high = STATEMENT_TIMEOUT_SECONDS
+    for revision, seconds in value.items():
+        if not isinstance(revision, str) or not REVISION_ID.match(revision):
+            problems.append(
+                f"{revision!r} is not a revision id (up to 32 letters, digits or _, as "
+                "alembic_version holds it)."
+            )
+        elif isinstance(seconds, bool) or not isinstance(seconds, int):
+            problems.append(f"{revision}: {seconds!r} is not a whole number of seconds.")
+        elif not low <= seconds <= high:
+            problems.append(
+                f"{revision}: {seconds} s is outside {low}..{high} s (24 hours at most)."
+            )
+    return problems
+
+
+def validate_revision_timeouts(value: object) -> None:
+    problems = revision_timeouts_problems(value)
+    if problems:
+        raise ValidationError(problems)
 
 
 class ManagedDatabase(models.Model):
@@ -124,6 +167,47 @@ class ManagedDatabase(models.Model):
         max_length=64,
         default="DATABASE_URL",
         help_text="The environment variable the project's env.py reads the database URL from",
+    )
+    # The migration policy (guarded execution): how each revision's attempts run.
+    lock_timeout_ms = models.PositiveIntegerField(
+        "lock timeout (ms)",
+        default=500,
+        validators=_bounded(*LOCK_TIMEOUT_MS),
+        help_text=(
+            "The longest any attempt may wait for a lock (and so hold up the application "
+            "queued behind it): attempts escalate 20%, 40%, 60%, then 100% of it"
+        ),
+    )
+    lock_attempts = models.PositiveSmallIntegerField(
+        "attempts per revision",
+        default=30,
+        validators=_bounded(*LOCK_ATTEMPTS),
+        help_text="Attempts before the step fails naming the session that blocks it",
+    )
+    lock_wait_seconds = models.PositiveIntegerField(
+        "wait for conflicting sessions (s)",
+        default=10,
+        validators=_bounded(*LOCK_WAIT_SECONDS),
+        help_text=(
+            "Before each attempt, how long to wait (without queueing) for sessions holding or "
+            "waiting for a conflicting lock to finish; 0: attempt at once"
+        ),
+    )
+    statement_timeout_seconds = models.PositiveIntegerField(
+        "statement timeout (s)",
+        default=300,
+        validators=_bounded(*STATEMENT_TIMEOUT_SECONDS),
+        help_text="The longest one statement of a revision may run",
+    )
+    revision_statement_timeouts = models.JSONField(
+        "statement timeouts per revision",
+        default=dict,
+        blank=True,
+        validators=[validate_revision_timeouts],
+        help_text=(
+            "Revision id -> seconds, for long builds (CREATE INDEX CONCURRENTLY), e.g. "
+            '{"3c2e1f9a": 3600}'
+        ),
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -6,6 +6,10 @@ database that has a reference needs a lead, or an admin for production, and leav
 unbound until someone with that role confirms it. A reference already bound to another server
 may be reused only by whoever that server's database would need. ``actor=None`` is the system
 (management commands run by an operator): it binds what it registers.
+
+The migration policy (:data:`POLICY_FIELDS`: how guarded execution attempts each revision)
+decides how long the application may be held up: on a production database only a lead (or an
+admin) may change it; each change is audited with its before and after values.
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ AUDITED_FIELDS = (
     "project_python",
     "project_directory",
     "project_url_variable",
+    "lock_timeout_ms",
+    "lock_attempts",
+    "lock_wait_seconds",
+    "statement_timeout_seconds",
+    "revision_statement_timeouts",
+)
+# How guarded execution attempts each revision (dashboard/schema/guard.py).
+POLICY_FIELDS = (
+    "lock_timeout_ms",
+    "lock_attempts",
+    "lock_wait_seconds",
+    "statement_timeout_seconds",
+    "revision_statement_timeouts",
 )
 # What decides where a password goes, and how the server may ask for it.
 CONNECTION_FIELDS = ("dsn", "password_ref", "require_auth")
@@ -60,6 +77,26 @@ def may_change_connection(actor: User | None, db: ManagedDatabase) -> bool:
     if actor is None or not db.pk or not db.password_ref:
         return True
     return has_role(actor, connection_role(db))
+
+
+def policy_role(*databases: ManagedDatabase) -> Role:
+    """The role that may change the migration policy: lead when any is production."""
+    return Role.LEAD if any(db.is_production for db in databases) else Role.ENGINEER
+
+
+def may_change_policy(actor: User | None, db: ManagedDatabase) -> bool:
+    """Whether ``actor`` may change ``db``'s migration policy (see :data:`POLICY_FIELDS`)."""
+    return actor is None or has_role(actor, policy_role(db))
+
+
+def _policy_refusal(actor: User | None, name: str, moved: list[str], *dbs: ManagedDatabase) -> None:
+    needed = policy_role(*dbs)
+    if actor is not None and moved and not has_role(actor, needed):
+        raise NotAllowed(
+            f"Changing the migration policy of {name} ({', '.join(moved)}) needs the "
+            f"{needed.label} role: on a production database it decides how long the "
+            "application may be held up by a migration."
+        )
 
 
 def may_change_run_mode(actor: User | None, db: ManagedDatabase) -> bool:
@@ -113,6 +150,8 @@ def register(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
     defaults = ManagedDatabase()
     chosen = [k for k in RUN_FIELDS if getattr(db, k) != getattr(defaults, k)]
     _run_mode_refusal(actor, db.name, chosen, db)
+    policy = [k for k in POLICY_FIELDS if getattr(db, k) != getattr(defaults, k)]
+    _policy_refusal(actor, db.name, policy, db)
     if db.password_ref and _may_bind(actor, db) is None:
         db.bind_secret(actor)
     db.save(force_insert=True)
@@ -129,7 +168,8 @@ def register(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
 def update(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
     """Save an edit of ``db``. NotAllowed when it changes the connection of a database with a
     reference, or how its revisions run, and ``actor`` is not a lead (admin for production,
-    before or after the edit)."""
+    before or after the edit); or the migration policy of a production database (before or
+    after the edit) and ``actor`` is not a lead."""
     stored = ManagedDatabase.objects.select_for_update().get(pk=db.pk)
     before, after = _snapshot(stored), _snapshot(db)
     changes = {k: [before[k], after[k]] for k in AUDITED_FIELDS if before[k] != after[k]}
@@ -142,6 +182,7 @@ def update(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
                 f"{needed.label} role: it decides where the password is sent."
             )
     _run_mode_refusal(actor, stored.name, [k for k in RUN_FIELDS if k in changes], stored, db)
+    _policy_refusal(actor, stored.name, [k for k in POLICY_FIELDS if k in changes], stored, db)
     leaves_production = stored.is_production and not db.is_production
     if actor is not None and leaves_production and not has_role(actor, Role.ADMIN):
         raise NotAllowed(f"Taking {stored.name} out of production needs the admin role.")
