@@ -124,9 +124,11 @@ def test_one_migration_at_a_time_per_database(live_target):
     assert [s.revision for s in steps] == ["0017"] and steps[0].ok
 
 
+# The first attempt's lock_timeout (guarded execution escalates 100, 200, 300, 500 ms under the
+# default policy) and the database's statement_timeout.
 CHECK_TIMEOUTS = """
 op.execute(
-    "DO $$ BEGIN IF current_setting('lock_timeout') <> '3min' "
+    "DO $$ BEGIN IF current_setting('lock_timeout') <> '100ms' "
     "OR current_setting('statement_timeout') <> '5min' THEN "
     "RAISE 'timeouts: %, %', current_setting('lock_timeout'), "
     "current_setting('statement_timeout'); END IF; END $$"

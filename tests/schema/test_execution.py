@@ -229,8 +229,12 @@ def test_the_project_mode_runs_its_env_py_with_the_url_only_in_its_environment(
     assert (
         record["has_url"] and record["database"] == query(target, "SELECT current_database()")[0][0]
     )
-    assert record["pgoptions"] == "-c lock_timeout=3min -c statement_timeout=5min"
-    assert (record["lock_timeout"], record["statement_timeout"]) == ("3min", "5min")
+    # The first attempt's settings (guarded execution: the database's policy, by default).
+    assert record["pgoptions"] == (
+        "-c lock_timeout=100ms -c statement_timeout=300000ms "
+        "-c client_connection_check_interval=1000ms"
+    )
+    assert (record["lock_timeout"], record["statement_timeout"]) == ("100ms", "5min")
     log = "\n".join(lines)
     assert "revisions run in the project's own env.py" in log
     assert f"$ {PYTHON} -m alembic -c {folder / 'alembic.ini'} upgrade p1" in log
