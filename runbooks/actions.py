@@ -74,20 +74,38 @@ class Context:
         return bool(self._lifecycle.wait_for_cancel(timeout))
 
 
+class Aborted(Exception):  # noqa: N818 - what happened, not a fault
+    """An action stopped on an abort request and says how it left things (``outcome``): the
+    attempt ends cancelled with that outcome as its evidence, and the step can be retried."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.summary)
+        self.outcome = outcome
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
     title: str
     destructive: bool
     fn: Callable[[Context], Outcome]
+    # After the reaper interrupted an attempt (its worker died): check and clean up what the
+    # dead worker left, given the attempt's job; the outcome's summary joins the step's.
+    recover: Callable[[Any], Outcome] | None = None
 
 
 REGISTRY: dict[str, Action] = {}
 
 
-def action(name: str, title: str, *, destructive: bool = False) -> Callable[..., Any]:
+def action(
+    name: str,
+    title: str,
+    *,
+    destructive: bool = False,
+    recover: Callable[[Any], Outcome] | None = None,
+) -> Callable[..., Any]:
     def register(fn: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
-        REGISTRY[name] = Action(name, title, destructive, fn)
+        REGISTRY[name] = Action(name, title, destructive, fn, recover)
         return fn
 
     return register
@@ -269,28 +287,98 @@ def _validated_backup(run: Any) -> str:
     return ""
 
 
-@action("schema.upgrade", "Upgrade to the target revision", destructive=True)
+def recover_migration(job: Any) -> Outcome:
+    """The clean-up after a worker died mid-upgrade: its migrating session gone (ended after a
+    grace when still there), the migration lock free, and the revision the database is at."""
+    from dashboard.schema import execution, watch
+
+    run = job.step.run
+    found = watch.recover(run.database, dict(job.progress or {}))
+    summary = found.sentence()
+    if found.ok and run.target_revision:
+        try:
+            current = [r for r in (found.database_at or "").split(",") if r]
+            pending = execution.revisions_to(run.database, current, run.target_revision)
+        except Exception:  # noqa: BLE001 - the scripts may be unreadable here; say nothing more
+            pending = None
+        if pending:
+            summary += f" Resume runs {', '.join(pending)}."
+        elif pending == []:
+            summary += f" Nothing is left to run: the database is at {run.target_revision}."
+    return Outcome("pass" if found.ok else "fail", summary, found.to_json())
+
+
+@action(
+    "schema.upgrade",
+    "Upgrade to the target revision",
+    destructive=True,
+    recover=recover_migration,
+)
 def upgrade(ctx: Context) -> Outcome:
-    from dashboard.schema import execution
+    """The pending revisions, from the revision the database is at now (so a retry resumes
+    after the last one that committed), guarded, watched (live progress on the run page) and
+    abortable: an abort request stops it safely and the attempt ends cancelled, saying where the
+    database is (:class:`Aborted`)."""
+    from dashboard.schema import execution, watch
+    from runbooks.live import JobChannel
 
     missing = _validated_backup(ctx.run)
     if missing:
         return Outcome("fail", f"Refused: {missing}. Nothing ran.")
-    pending = execution.live_revisions_to(ctx.db, ctx.run.target_revision)
+    target = ctx.run.target_revision
+    pending = execution.live_revisions_to(ctx.db, target)
     if pending != ctx.run.revisions:
         ctx.log(f"pending now: {', '.join(pending) or 'none'}")
+    if not pending:
+        return Outcome("pass", f"At {target} already: nothing left to run.", {"target": target})
+    channel: watch.Channel = JobChannel(ctx) if ctx.job is not None else _Nowhere()
     try:
-        steps = execution.migrate(ctx.db, pending, log=ctx.log)
+        with watch.Watcher(ctx.db, channel, log=ctx.log) as watcher:
+            steps = execution.migrate(
+                ctx.db,
+                pending,
+                log=ctx.log,
+                on_progress=watcher.on_progress,
+                should_stop=watcher.should_stop,
+                before_statement=watcher.before_statement,
+            )
     except execution.ExecutionError as exc:
-        return Outcome("fail", str(exc))
-    evidence = {"revisions": [s.to_json() for s in steps], "target": ctx.run.target_revision}
+        return Outcome("fail", str(exc), {"target": target, "pending": pending})
+    evidence: dict[str, Any] = {
+        "revisions": [s.to_json() for s in steps],
+        "target": target,
+        "pending": pending,
+        "watch": watcher.report(),
+    }
     failed = [s for s in steps if not s.ok]
+    abort = watcher.abort_report
+    if abort is not None and (failed or len(steps) < len(pending)):
+        evidence["abort"] = abort.to_json()
+        summary = abort.sentence()
+        if abort.version_now is not None:
+            left = execution.revisions_to(
+                ctx.db, [r for r in abort.version_now.split(",") if r], target
+            )
+            summary += f" Resume runs {', '.join(left)}." if left else ""
+        ctx.log(summary)
+        raise Aborted(Outcome("fail", summary, evidence))
     if failed:
         return Outcome("fail", f"{failed[0].revision} failed: {failed[0].error}", evidence)
     total = sum(s.seconds for s in steps)
+    late = " (an abort came after the last revision had committed)" if abort else ""
     return Outcome(
-        "pass", f"At {ctx.run.target_revision}: {len(steps)} revision(s) in {total:.2f} s", evidence
+        "pass", f"At {target}: {len(steps)} revision(s) in {total:.2f} s{late}", evidence
     )
+
+
+class _Nowhere:
+    """No job row to show progress on (an action run outside a job)."""
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+    def stop_request(self) -> Any:
+        return None
 
 
 @action("integrity.verify", "Verify integrity after the migration")

@@ -175,14 +175,19 @@ def _advance(run: Run) -> None:
         run.save(update_fields=["phase_index"])
 
 
-def _withdraw(step: StepRun) -> dict[str, Any] | None:
+def _withdraw(step: StepRun, stop: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Cancel a started step's job. One still queued is cancelled at once (``state`` says
     cancelled: the caller moves the step); a running one is asked to stop (its action sees
-    ``ctx.cancel_requested``) and the step ends when its job does. None when no job is active;
+    ``ctx.cancel_requested``) and the step ends when its job does. ``stop``: who asks, why, and
+    the grace period, for the action (``StepJob.stop_request``). None when no job is active;
     otherwise what happened, for the caller's audit event."""
     job = step.job if step.state == StepState.STARTED else None
     if job is None or not job.is_active:
         return None
+    if stop:
+        StepJob.objects.filter(pk=job.pk, state__in=(JobState.QUEUED, JobState.RUNNING)).update(
+            stop_request=stop
+        )
     job.request_cancel()
     job.refresh_from_db(fields=["state", "cancel_requested_at"])
     return {"step": step.step_id, "job": job.pk, "attempt": job.attempt, "state": job.state}
@@ -399,6 +404,14 @@ def finish_step(job: StepJob, how: str, outcome: Outcome, output: str) -> bool:
         ok = how == "succeeded" and outcome.ok
         step.finish(ok, outcome.summary)
         record(None, "run.step_finished", run, details=details | {"job_state": job.state})
+        aborted = outcome.evidence.get("abort") if how == "cancelled" else None
+        if aborted:
+            record(
+                None,
+                "run.migration_aborted",
+                run,
+                details={"step": step.step_id, "job": job.pk, "attempt": job.attempt, **aborted},
+            )
         if ok and run.state == RunState.ACTIVE:
             _advance(run)
     return True
@@ -407,9 +420,10 @@ def finish_step(job: StepJob, how: str, outcome: Outcome, output: str) -> bool:
 WORKER_DIED = "The worker died mid-step ({why}); retry it."
 
 
-def step_interrupted(job: StepJob) -> None:
+def step_interrupted(job: StepJob, recovery: Outcome | None = None) -> None:
     """The reaper interrupted the step's job (its worker stopped beating, or no worker took
-    it): the step fails saying so, and the run stops there."""
+    it): the step fails saying so (and what the action's clean-up, ``recovery``, found), and
+    the run stops there."""
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=job.step.run_id)
         step = StepRun.objects.get(pk=job.step_id)
@@ -427,6 +441,14 @@ def step_interrupted(job: StepJob) -> None:
             summary = WORKER_DIED.format(
                 why=f"worker {job.worker or 'unknown'}, no heartbeat since {since}"
             )
+        details: dict[str, Any] = {}
+        if recovery is not None:
+            summary += f" {recovery.summary}"
+            details["recovery"] = {"verdict": recovery.verdict, **recovery.evidence}
+            # The attempt's last word on where it was: kept beside its last snapshot.
+            StepJob.objects.filter(pk=job.pk, state=JobState.INTERRUPTED).update(
+                progress={**(job.progress or {}), "recovery": details["recovery"]}
+            )
         step.finish(False, summary)
         record(
             None,
@@ -440,6 +462,7 @@ def step_interrupted(job: StepJob) -> None:
                 "job_state": job.state,
                 "verdict": "fail",
                 "summary": summary,
+                **details,
             },
         )
 
@@ -488,6 +511,54 @@ def cancel_step(actor: Actor, run: Run, step: StepRun) -> dict[str, Any]:
     return done
 
 
+MAX_GRACE = 600
+
+
+def abort_step(
+    actor: User | None, run: Run, step: StepRun, reason: str, *, grace: float | None = None
+) -> dict[str, Any]:
+    """Ask a started step to stop, saying who and why. A queued step never runs (it fails at
+    once); a running migration stops safely (``schema.upgrade``: nothing more starts, its
+    statement is cancelled, its session ended after ``grace`` seconds if still in the
+    revision's transaction, the rollback confirmed) and fails as aborted, with the revision the
+    database is at; any other action sees the cancel request. Only an engineer (or higher) may;
+    ``actor`` None is the system (a command run on the server)."""
+    from dashboard.schema.watch import DEFAULT_GRACE
+
+    reason = reason.strip()
+    if not reason:
+        raise RunError("Say why the migration is aborted.")
+    if len(reason) > MAX_TEXT:
+        raise RunError(f"Keep the reason under {MAX_TEXT} characters.")
+    grace = DEFAULT_GRACE if grace is None else float(grace)
+    if not 0 <= grace <= MAX_GRACE:
+        raise RunError(f"The grace period is 0 to {MAX_GRACE} seconds.")
+    if actor is not None:
+        role = role_of(actor)
+        if role is None or role < Role.ENGINEER:
+            raise RunError("Only an engineer (or higher) can abort a step.")
+    who = actor.get_username() if actor is not None else "system"
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        step = StepRun.objects.get(pk=step.pk, run=run)
+        _must_be_active(run)
+        if step.kind != "action":
+            raise RunError(f"{step.title!r} is not an automated step.")
+        stop = {
+            "by": who,
+            "by_id": actor.pk if actor is not None else None,
+            "reason": reason,
+            "grace_seconds": grace,
+        }
+        done = _withdraw(step, stop)
+        if done is None:
+            raise RunError(f"{step.title!r} has no queued or running job ({step.status}).")
+        if done["state"] == JobState.CANCELLED:
+            step.finish(False, f"Aborted by {who} before it ran: {reason}")
+        record(actor, "run.step_abort_requested", run, details=done | stop)
+    return done
+
+
 def abort(actor: Actor, run: Run, reason: str) -> Run:
     reason = reason.strip()
     if not reason:
@@ -499,8 +570,9 @@ def abort(actor: Actor, run: Run, reason: str) -> Run:
         _must_be_active(run)
         run.end(RunState.ABORTED, reason)
         withdrawn = []
+        stop = {"by": actor.get_username(), "reason": f"the run was aborted: {reason}"}
         for step in run.steps.filter(state=StepState.STARTED):
-            done = _withdraw(step)
+            done = _withdraw(step, stop)
             if done is None:
                 continue
             if done["state"] == JobState.CANCELLED:

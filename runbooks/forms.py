@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from dashboard.databases.models import ManagedDatabase
-from runbooks.engine import MAX_TEXT
+from runbooks.engine import MAX_GRACE, MAX_TEXT
 from runbooks.models import Decision, RunState
 
 
@@ -39,6 +39,16 @@ class DecideForm(forms.Form):
 
 class AbortForm(forms.Form):
     reason = forms.CharField(max_length=MAX_TEXT, widget=forms.TextInput)
+
+
+class AbortStepForm(forms.Form):
+    reason = forms.CharField(max_length=MAX_TEXT, widget=forms.TextInput)
+    grace = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_GRACE,
+        help_text="Seconds from the cancel to ending the session (default 10)",
+    )
 
 
 class RunFilterForm(forms.Form):

@@ -6,7 +6,10 @@ claims it (two workers never run one attempt), beats its heart while the action 
 it when the worker dies. :func:`perform` is the work: the action runs with a context that logs
 into the job's live log and carries the job's cancel request; its outcome ends the job and the
 step in one transaction (``engine.finish_step``). When the reaper interrupts a job, the step
-fails saying its worker died (``engine.step_interrupted``) and the run stops there.
+fails saying its worker died (``engine.step_interrupted``), after the action's own clean-up
+(``Action.recover``: a migration checks its session is gone and the lock free), and the run stops
+there. An action that stopped on an abort request (:class:`~runbooks.actions.Aborted`) ends its
+attempt cancelled, with the outcome it gave.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dashboard.audit.chain import record
 from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
 from runbooks import engine
-from runbooks.actions import Context, Outcome
+from runbooks.actions import REGISTRY, Aborted, Context, Outcome
 from runbooks.models import StepJob, StepRun
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ def perform(job: StepJob, context: jobs.Context) -> None:
     log = Log(job)
     try:
         outcome = engine.run_action(run, step, Context(run, step, log, job=job, lifecycle=context))
+    except Aborted as exc:  # stopped on request, and says where it left things
+        engine.finish_step(job, "cancelled", exc.outcome, log.text())
     except jobs.Cancelled as exc:
         log(f"cancelled: {exc}")
         engine.finish_step(job, "cancelled", Outcome("fail", f"Cancelled: {exc}"), log.text())
@@ -79,6 +84,24 @@ def perform(job: StepJob, context: jobs.Context) -> None:
         engine.finish_step(job, "failed", crashed, log.text())
     else:
         engine.finish_step(job, "succeeded", outcome, log.text())
+
+
+def interrupted(job: StepJob) -> None:
+    """The reaper interrupted the attempt (its worker stopped beating): the action's own
+    clean-up first (a migration's: its session gone, the lock free, where the database is),
+    outside any transaction because it waits on the managed database; then the step fails,
+    saying what the clean-up found."""
+    step = StepRun.objects.select_related("run__database").get(pk=job.step_id)
+    job.step = step
+    registered = REGISTRY.get(step.action)
+    recovered: Outcome | None = None
+    if registered is not None and registered.recover is not None and job.started_at:
+        try:
+            recovered = registered.recover(job)
+        except Exception as exc:  # the step must fail all the same
+            logger.exception("the clean-up of step %s of run %s failed", step.step_id, step.run_id)
+            recovered = Outcome("fail", f"The clean-up failed: {type(exc).__name__}: {exc}")
+    engine.step_interrupted(job, recovered)
 
 
 jobs.register(
@@ -97,7 +120,7 @@ jobs.register(
         # No action is retried by the lifecycle: a failed attempt fails the step, and a person
         # retries it (a new job) once they know why.
         max_attempts=1,
-        on_interrupted=engine.step_interrupted,
+        on_interrupted=interrupted,
         on_not_taken=engine.step_interrupted,
         describe=lambda job: f"run step job #{job.pk}",
     )

@@ -18,6 +18,11 @@ urlpatterns = [
         name="run-retry",
     ),
     path(
+        "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/abort/",
+        views.abort_step,
+        name="run-step-abort",
+    ),
+    path(
         "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/decide/",
         views.decide,
         name="run-decide",

@@ -14,7 +14,14 @@ from django_htmx.http import HttpResponseStopPolling
 from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
 from runbooks import engine, library
-from runbooks.forms import AbortForm, DecideForm, RunFilterForm, StartRunForm, TickForm
+from runbooks.forms import (
+    AbortForm,
+    AbortStepForm,
+    DecideForm,
+    RunFilterForm,
+    StartRunForm,
+    TickForm,
+)
 from runbooks.loader import RunbookError
 from runbooks.models import Run, StepJob, StepRun
 from runbooks.progress import run_context
@@ -205,3 +212,26 @@ def abort(request: Request, name: str, run_id: int) -> HttpResponse:
     except engine.RunError as exc:
         return _back(request, run, error=str(exc))
     return _back(request, run, ok="Run aborted.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def abort_step(request: Request, name: str, run_id: int, step_id: str) -> HttpResponse:
+    """Abort a running step (a migration stops safely: see ``engine.abort_step``)."""
+    run = _run(name, run_id)
+    step = _step(run, step_id)
+    form = AbortStepForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(f"{k}: {v[0]}" for k, v in form.errors.items())
+        return _back(request, run, error=f"Nothing was aborted: {problems}")
+    try:
+        engine.abort_step(
+            request.user, run, step, form.cleaned_data["reason"], grace=form.cleaned_data["grace"]
+        )
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(
+        request,
+        run,
+        ok=f"Abort requested for “{step.title}”: it stops safely and says where the database is.",
+    )
