@@ -7,6 +7,7 @@ and the managed target databases, which are cloned from a template migrated with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -382,3 +383,27 @@ def owner_may_create_databases(pg_cluster: Cluster) -> Iterator[None]:
     pg_cluster.execute(f"ALTER ROLE {TARGET_ROLE} CREATEDB")
     yield
     pg_cluster.execute(f"ALTER ROLE {TARGET_ROLE} NOCREATEDB")
+
+
+@pytest.fixture(autouse=True)
+def _no_heartbeats_inside_a_test_transaction(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that is not transactional runs inside one transaction no other connection sees. A
+    job it runs in-process would have its heartbeat thread (its own connection) find no row and
+    take the job for lost, as soon as the job outlives one heartbeat (a slow moment is enough).
+    Such tests run jobs without the thread's beats; transactional tests (and real workers) keep
+    them."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    uses_db = marker is not None or "db" in names
+    transactional = (
+        marker is not None
+        and (bool(marker.kwargs.get("transaction")) or marker.args[:1] == (True,))
+    ) or bool({"transactional_db", "live_server"} & set(names))
+    if not uses_db or transactional:
+        return
+    from dashboard.jobs import lifecycle as jobs
+
+    for name, kind in list(jobs.KINDS.items()):
+        monkeypatch.setitem(jobs.KINDS, name, dataclasses.replace(kind, heartbeat_every=3600))

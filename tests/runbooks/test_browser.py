@@ -109,7 +109,7 @@ def test_a_lead_approves_a_production_deployment_in_the_browser(
     assert approval_row.user == lead and approval_row.backup_id_seen == run.backup_id
 
     with erin.expect_download(timeout=120_000) as download:  # the PDF takes 10-20 s on 2 cores
-        erin.locator("#report-pdf").click()
+        erin.locator("#report-pdf").click(timeout=120_000)
     pdf = tmp_path / "report.pdf"
     download.value.save_as(pdf)
     assert pdf.read_bytes().startswith(b"%PDF")
