@@ -17,6 +17,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.jobs.models import JobState
+from dashboard.schema import guard
 from dashboard.schema.watch import StopRequest
 from runbooks.actions import Context
 from runbooks.models import StepJob
@@ -234,7 +235,7 @@ def _blocker(b: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _holds(b: dict[str, Any]) -> str:
-    mode, table = b.get("mode") or "", b.get("table") or ""
+    mode, table = guard.mode_name(b.get("mode") or ""), b.get("table") or ""
     if table:
         return f"{mode} on {table}" if mode else table
     if mode:

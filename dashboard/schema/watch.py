@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EVERY = 1.0  # seconds between two looks (sooner when the migration reports a change)
+EVERY = 0.5  # seconds between two looks (sooner when the migration reports a change)
 SOONEST = 0.2  # never two looks closer than this
+PLOT_STEP = 1.0  # seconds between two points of the plotted series (each the worst look since)
 MAX_POINTS = 240  # of the plotted series; older points are merged in pairs beyond it
 # Commits per second are counted over the last few seconds: each backend adds its commits to
 # pg_stat_database at most once a second, so a shorter span shows bursts and gaps, not traffic.
@@ -132,12 +133,10 @@ class Series:
     _tps_n: int = 0
     tps_min: float | None = None
 
-    def add(self, t: float, tps: float | None, stall_ms: float, dt: float) -> None:
-        self.looks += 1
+    def add(self, t: float, tps: float | None, stall_ms: float) -> None:
+        """One point: the throughput at ``t`` and the worst stall seen since the last point."""
         self.seconds = max(self.seconds, t)
         self.peak_stall_ms = max(self.peak_stall_ms, stall_ms)
-        if stall_ms >= STALL_MS:
-            self.stalled_seconds += dt
         if tps is not None:
             self._tps_sum += tps
             self._tps_n += 1
@@ -147,6 +146,14 @@ class Series:
         self.stall_ms.append(round(stall_ms, 1))
         if len(self.t) > self.bound:
             self._halve()
+
+    def look(self, dt: float, stall_ms: float) -> None:
+        """One look, ``dt`` seconds after the one before, saw a wait of ``stall_ms``: the part
+        of ``dt`` it covers was stalled (when the wait is one the application feels)."""
+        self.looks += 1
+        self.peak_stall_ms = max(self.peak_stall_ms, stall_ms)
+        if stall_ms >= STALL_MS:
+            self.stalled_seconds += min(dt, stall_ms / 1000)
 
     def _halve(self) -> None:
         t, tps, stall = [], [], []
@@ -253,6 +260,11 @@ class Abort:
         who = f"Aborted by {self.by}: {self.reason}."
         if not self.revision:
             return f"{who} It stopped between revisions; the database is at {at}."
+        if not (self.cancelled_at or self.terminated_at) and self.phase not in IN_REVISION:
+            return (
+                f"{who} Nothing of {self.revision} had run (it was {self.phase or 'starting'}); "
+                f"the database is at {at}."
+            )
         how = []
         if self.cancelled_at:
             how.append(f"its statement was cancelled (pid {self.backend_pid})")
@@ -348,6 +360,8 @@ class Watcher:
         self._started = time.monotonic()
         self._last_look = 0.0
         self._last_point = 0.0
+        self._last_look_t = 0.0
+        self._worst_since_point = 0.0
         self._history: collections.deque[tuple[float, int, int]] = collections.deque()
         self._looks = 0
         self._last_sample: pg.WatchSample | None = None
@@ -508,8 +522,11 @@ class Watcher:
         traffic = sample.traffic
         t = time.monotonic() - self._started
         self._looks += 1
-        if self._history and t - self._last_point < self.every * 0.9:
-            return  # a look sooner than the plot's step: shown, not plotted
+        self.series.look(t - self._last_look_t, traffic.longest_lock_wait_ms)
+        self._last_look_t = t
+        self._worst_since_point = max(self._worst_since_point, traffic.longest_lock_wait_ms)
+        if self._history and t - self._last_point < PLOT_STEP * 0.9:
+            return  # shown and counted, not plotted
         # Runway's own commits: each look of the watcher is one transaction, and each revision
         # that committed one more.
         own = self._looks + self._commits_seen
@@ -520,9 +537,9 @@ class Watcher:
         tps: float | None = None
         if traffic.at - at0 >= min(RATE_WINDOW, 1.0) * 0.9:
             tps = max(0.0, (traffic.xact_commit - commits0 - (own - own0)) / (traffic.at - at0))
-        dt = t - self._last_point if self._last_point > 0 else 0.0
         self._last_point = t
-        self.series.add(t, tps, traffic.longest_lock_wait_ms, dt)
+        self.series.add(t, tps, self._worst_since_point)
+        self._worst_since_point = 0.0
 
     # --- the snapshot the page shows ---
 
@@ -614,7 +631,14 @@ class Watcher:
                     "stops when its attempt ends."
                 )
             return report
-        assert self._conn is not None
+        if self._conn is None:
+            self._reconnect()
+        if self._conn is None:
+            report.problems.append(
+                f"Runway could not connect to cancel pid {pid}: {progress.revision} runs on "
+                "until its statement ends, and nothing starts after it."
+            )
+            return report
         session = pg.active_session(self._conn, pid)
         if session is None or not session.in_transaction:
             self.log(f"  {progress.revision}: no statement running (phase {progress.phase})")

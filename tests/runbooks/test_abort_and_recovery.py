@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
@@ -177,6 +178,16 @@ def resume_here(engineer: Any, run: Run, settings: Any) -> StepRun:
     return step
 
 
+def run_here(job: StepJob) -> None:
+    """What a worker does with the job, in this process (its own connection closed after)."""
+    from django.db import connection
+
+    try:
+        jobs.run("run_step", job.pk)
+    finally:
+        connection.close()
+
+
 # --- Abort ---
 
 
@@ -323,6 +334,47 @@ def test_an_abort_after_an_autocommit_block_says_exactly_what_was_committed(
     resumed = resume_here(engineer, run, settings)  # IF NOT EXISTS: the kept index is fine
     assert resumed.state == StepState.DONE, resumed.summary + resumed.output
     assert version(db) == "r3" and applied(db) == ["r1", "r2", "r3"]
+    call_command("verify_audit")
+
+
+def test_an_abort_while_it_waits_for_a_conflicting_session_stops_before_anything_runs(
+    tmp_path: Path, settings: Any, engineer: Any, live_target: Any
+) -> None:
+    """Guarded execution waits (sending nothing) for a session whose lock its ALTER conflicts
+    with; an abort then stops it there: nothing of the revision ran. (This process is the
+    worker.)"""
+    db = live_target
+    db.script_location = str(
+        alembic_project(
+            tmp_path / "app", ("r1", "0016", 'op.execute("ALTER TABLE users ADD COLUMN x int")')
+        )
+    )
+    db.save()
+    settings.RUNWAY_JOB_QUEUE = f"nobody-{os.getpid()}"
+    run = engine.start_run(engineer, runbook(UPGRADE_THEN_APPROVE), db, "r1")
+    backup = Backup.objects.create(database=db, state="succeeded", revision="0016")
+    Validation.objects.create(backup=backup, state="succeeded", passed=True)
+    Run.objects.filter(pk=run.pk).update(backup=backup)
+    job = run.steps.get(step_id="upgrade").job
+    with pg.connect(db.dsn, resolve(db.password_ref), application_name="weekly-export") as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM users")
+        worker = threading.Thread(target=run_here, args=(job,), daemon=True)
+        worker.start()
+        wait_until(
+            lambda: (StepJob.objects.get(pk=job.pk).progress or {}).get("phase") == "waiting",
+            "the wait for the reader",
+        )
+        engine.abort_step(engineer, run, run.steps.get(step_id="upgrade"), "not now")
+        worker.join(30)
+    job.refresh_from_db()
+    step = run.steps.get(step_id="upgrade")
+    assert job.state == JobState.CANCELLED and step.state == StepState.FAILED
+    assert step.summary == (
+        "Aborted by erin: not now. Nothing of r1 had run (it was waiting); the database is at "
+        "0016. Resume runs r1."
+    ), step.summary
+    assert job.evidence["abort"]["cancelled_at"] is None and version(db) == "0016"
     call_command("verify_audit")
 
 

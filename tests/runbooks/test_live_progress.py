@@ -75,19 +75,29 @@ def fragment(client: Client, run: Run) -> str:
     return client.get(url, HTTP_HX_REQUEST="true").content.decode()
 
 
-def prepare(db: Any, folder: Path, settings: Any, engineer: Any) -> tuple[Run, StepJob]:
-    db.script_location = str(
-        alembic_project(folder, ("r1", "0016", R1), ("r2", "r1", R2), ("r3", "r2", R3))
-    )
+def prepare(
+    db: Any,
+    folder: Path,
+    settings: Any,
+    engineer: Any,
+    *,
+    revisions: list[tuple[str, str, str]] | None = None,
+    target: str = "r3",
+) -> tuple[Run, StepJob]:
+    """A run of ``revisions`` (default r1-r3, r2 the slow index build on a big table) whose
+    upgrade step has a completed, validated backup; nothing sends its job."""
+    if revisions is None:
+        revisions = [("r1", "0016", R1), ("r2", "r1", R2), ("r3", "r2", R3)]
+        with conn_of(db) as conn:
+            conn.execute(
+                "CREATE TABLE payments_big AS SELECT g AS id, md5(g::text) AS note "
+                f"FROM generate_series(1, {BIG_ROWS}) g"
+            )
+            conn.execute("ANALYZE payments_big")
+    db.script_location = str(alembic_project(folder, *revisions))
     db.save()
-    with conn_of(db) as conn:
-        conn.execute(
-            "CREATE TABLE payments_big AS SELECT g AS id, md5(g::text) AS note "
-            f"FROM generate_series(1, {BIG_ROWS}) g"
-        )
-        conn.execute("ANALYZE payments_big")
     settings.RUNWAY_JOB_QUEUE = f"nobody-{os.getpid()}"  # this test is the worker
-    run = engine.start_run(engineer, runbook(UPGRADE_THEN_APPROVE), db, "r3")
+    run = engine.start_run(engineer, runbook(UPGRADE_THEN_APPROVE), db, target)
     backup = Backup.objects.create(database=db, state="succeeded", revision="0016")
     Validation.objects.create(backup=backup, state="succeeded", passed=True)
     Run.objects.filter(pk=run.pk).update(backup=backup)
@@ -209,7 +219,9 @@ def test_a_look_names_the_blocker_of_a_waiting_session_and_the_longest_wait(
 def test_the_series_stays_bounded_and_keeps_its_worst_stall() -> None:
     series = watch.Series(bound=8)
     for i in range(100):
-        series.add(float(i), 100.0 + i, 2500.0 if i == 37 else 0.0, 1.0)
+        stall = 2500.0 if i == 37 else 50.0 if i == 38 else 0.0
+        series.look(1.0, stall)  # a wait under STALL_MS is not a stall
+        series.add(float(i), 100.0 + i, stall)
     assert len(series.t) <= 8 and len(series.t) == len(series.tps) == len(series.stall_ms)
     assert max(series.stall_ms) == 2500.0  # merged pairs keep the worst
     summary = series.summary()
@@ -304,6 +316,48 @@ def test_the_fragment_follows_a_blocked_index_build_to_its_end_under_load(
     # The ended step keeps the timings and the plot on the page.
     page = client.get(run.get_absolute_url()).content.decode()
     assert 'data-timing="r3"' in page and "<svg" in page and "Peak stall" in page
+
+
+def test_the_fragment_shows_what_a_revision_waits_for_without_queueing(
+    tmp_path: Path,
+    settings: Any,
+    engineer: Any,
+    live_target: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guarded execution waits, sending nothing, while a session holds a lock its ALTER
+    conflicts with: the page says so and names the session."""
+    monkeypatch.setattr(watch, "EVERY", 0.25)
+    run, job = prepare(
+        live_target,
+        tmp_path / "app",
+        settings,
+        engineer,
+        revisions=[("r1", "0016", 'op.execute("ALTER TABLE users ADD COLUMN nickname text")')],
+        target="r1",
+    )
+    client = Client()
+    client.force_login(engineer)
+    with conn_of(live_target, application_name="weekly-export") as reader:
+        pid = reader.execute("SELECT pg_backend_pid()").fetchone()[0]
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM users")
+        with upgrading(job):
+            page = until(
+                showing(client, run, lambda html: f'data-blocker="{pid}"' in html, job=job),
+                "the session it waits for",
+            )
+            assert page != "ended", StepJob.objects.get(pk=job.pk).output
+            reader.execute("COMMIT")
+            wait_until(lambda: not StepJob.objects.get(pk=job.pk).is_active, "the upgrade", 60)
+    assert "Revision 1 of 1: r1 — waiting, not queued, for conflicting sessions" in page
+    assert "No statement is sent while it waits" in page
+    assert "weekly-export" in page and "ACCESS SHARE on users" in page
+    assert "SELECT count(*) FROM users" in page
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.output
+    [timing] = job.evidence["watch"]["timings"]
+    assert timing["revision"] == "r1" and timing["waited_seconds"] > 0
 
 
 def test_the_plot_shows_a_stall_of_the_application_while_the_migration_waits(
