@@ -45,6 +45,7 @@ from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import pg
 from dashboard.lib.alembic import online
+from dashboard.schema import guard
 
 if TYPE_CHECKING:
     from dashboard.schema.execution import Progress
@@ -360,6 +361,9 @@ class Watcher:
         self._started = time.monotonic()
         self._last_look = 0.0
         self._last_point = 0.0
+        self._waiting_since: float | None = None
+        self._waited = 0.0
+        self._poll_seconds = guard.Policy.of(db).poll_seconds + 0.002  # its query's time too
         self._last_look_t = 0.0
         self._worst_since_point = 0.0
         self._history: collections.deque[tuple[float, int, int]] = collections.deque()
@@ -377,6 +381,12 @@ class Watcher:
         with self._lock:
             previous = self._progress
             self._progress = progress
+            now = time.monotonic()
+            if self._waiting_since is not None and progress.phase != "waiting":
+                self._waited += now - self._waiting_since
+                self._waiting_since = None
+            if progress.phase == "waiting" and self._waiting_since is None:
+                self._waiting_since = now
             self._commits_seen = sum(1 for t in progress.timings if t.get("ok"))
             if progress.phase == "attempt" and (
                 previous is None
@@ -527,9 +537,14 @@ class Watcher:
         self._worst_since_point = max(self._worst_since_point, traffic.longest_lock_wait_ms)
         if self._history and t - self._last_point < PLOT_STEP * 0.9:
             return  # shown and counted, not plotted
-        # Runway's own commits: each look of the watcher is one transaction, and each revision
-        # that committed one more.
-        own = self._looks + self._commits_seen
+        # Runway's own commits: each look of the watcher is one transaction, each revision that
+        # committed one more, and while it waits for conflicting sessions migrate() asks
+        # pg_locks about once a poll (an estimate: those are not counted one by one).
+        with self._lock:
+            waited = self._waited + (
+                time.monotonic() - self._waiting_since if self._waiting_since is not None else 0.0
+            )
+        own = self._looks + self._commits_seen + round(waited / self._poll_seconds)
         self._history.append((traffic.at, traffic.xact_commit, own))
         while len(self._history) > 2 and self._history[1][0] <= traffic.at - RATE_WINDOW:
             self._history.popleft()
