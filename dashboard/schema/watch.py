@@ -814,6 +814,12 @@ def recover(
             )
         else:
             found.backend = "unknown"
+            if last.get("phase") in IN_REVISION:
+                found.problems.append(
+                    "Runway does not know the migrating session (the project's own alembic "
+                    "runs in a process of its own, which may outlive the worker): make sure no "
+                    "session of it is still in pg_stat_activity before resuming."
+                )
         found.lock = _free_lock(conn, last.get("lock_session") or {}, grace)
         if found.backend == "STILL THERE":
             found.problems.append(

@@ -477,6 +477,56 @@ def test_an_abort_needs_a_reason_and_a_sane_grace(
 # --- A worker killed mid-revision ---
 
 
+def test_recovery_ends_a_dead_workers_sessions_still_there_and_leaves_another_migration_alone(
+    live_target: Any,
+) -> None:
+    """The sessions a dead worker left (PostgreSQL had not noticed yet): its migrating session,
+    in a transaction, and its lock session, holding the migration lock. Recovery ends both
+    after the grace, by pid and start time; a lock held by a session it did not record is
+    another migration's."""
+    from dashboard.schema import watch
+
+    db = live_target
+    password = resolve(db.password_ref)
+
+    def identity(conn: Any) -> dict[str, Any]:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        found = pg.active_session(conn, pid)
+        assert found is not None
+        return {"pid": pid, "backend_start": found.backend_start}
+
+    migrating = pg.connect(db.dsn, password)
+    locking = pg.connect(db.dsn, password)
+    try:
+        migrating.execute("BEGIN")
+        migrating.execute("SELECT count(*) FROM users")
+        assert pg.try_migration_lock(locking)
+        last = {
+            "revision": "r2",
+            "phase": "attempt",
+            "backend": identity(migrating),
+            "lock_session": identity(locking),
+        }
+        found = watch.recover(db, last, grace=0.5)
+    finally:
+        migrating.close()
+        locking.close()
+    assert found.backend == "ended by Runway after 0.5 s", found
+    assert found.lock.startswith("free (Runway ended the dead worker's lock session"), found
+    assert found.ok and found.database_at == "0016" and found.revision == "r2"
+    assert "(r2 was rolled back)" in found.sentence()
+
+    with pg.connect(db.dsn, password) as other:
+        assert pg.try_migration_lock(other)  # another migration, started since
+        found = watch.recover(db, {"revision": "r2", "phase": "attempt"}, grace=0.2)
+        assert found.lock.startswith("held by pid ") and "another migration: left alone" in (
+            found.lock
+        )
+        assert not found.ok and found.backend == "unknown"
+        assert "Runway does not know the migrating session" in found.sentence()
+        assert pg.migration_lock_holder(other) is not None  # untouched
+
+
 def test_a_worker_killed_mid_revision_is_reaped_cleaned_up_and_resumed_without_repeats(
     worker_env: dict[str, str],
     tmp_path: Path,
