@@ -7,7 +7,6 @@ and the managed target databases, which are cloned from a template migrated with
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import shutil
@@ -405,5 +404,8 @@ def _no_heartbeats_inside_a_test_transaction(
         return
     from dashboard.jobs import lifecycle as jobs
 
-    for name, kind in list(jobs.KINDS.items()):
-        monkeypatch.setitem(jobs.KINDS, name, dataclasses.replace(kind, heartbeat_every=3600))
+    class Unhurried(jobs._Heartbeat):
+        def __init__(self, context: Any, every: float) -> None:
+            super().__init__(context, 3600)
+
+    monkeypatch.setattr(jobs, "_Heartbeat", Unhurried)

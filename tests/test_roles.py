@@ -47,6 +47,7 @@ ACCESS: dict[str, tuple[str, str]] = {
     "run-tick": ("POST", "engineer"),
     "run-retry": ("POST", "engineer"),
     "run-abort": ("POST", "engineer"),
+    "run-step-abort": ("POST", "engineer"),
     "run-decide": ("POST", "lead"),
 }
 PUBLIC = {"login", "logout"}
@@ -104,7 +105,7 @@ def _url(name: str) -> str:
             started_by=starter,
         )
         kwargs.update(name=db.name, run_id=run.pk)
-        if name in ("run-tick", "run-retry", "run-decide"):
+        if name in ("run-tick", "run-retry", "run-decide", "run-step-abort"):
             StepRun.objects.create(run=run, phase_index=0, position=0, step_id="s", kind="check")
             kwargs["step_id"] = "s"
         if name == "run-report":

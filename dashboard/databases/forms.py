@@ -83,6 +83,11 @@ class RevisionTimeoutsField(forms.CharField):
                     "example": TIMEOUTS_EXAMPLE,
                 },
             ) from None
+        except ValueError:  # a number with thousands of digits (int max str digits)
+            raise forms.ValidationError(
+                "A number in it is far too long: write revision id -> seconds, e.g. %(example)s.",
+                params={"example": TIMEOUTS_EXAMPLE},
+            ) from None
         problems = revision_timeouts_problems(parsed)
         if problems:
             raise forms.ValidationError(problems)
