@@ -145,7 +145,11 @@ def detail(request: Request, name: str, run_id: int) -> HttpResponse:
         response = HttpResponse(status=200)
         response["HX-Refresh"] = "true"
         return response
-    return render(request, "runbooks/run.html", run_context(run) | {"stamp": stamp(run)})
+    # The stamp first: a step that ends while the page renders then differs from it, and the
+    # next poll reloads. Taken after, it could already hold the new state the page lacks, and
+    # the page would wait forever.
+    current = stamp(run)
+    return render(request, "runbooks/run.html", run_context(run) | {"stamp": current})
 
 
 def _back(request: Request, run: Run, error: str = "", ok: str = "") -> HttpResponse:

@@ -173,6 +173,31 @@ def test_the_live_poll_answers_204_until_something_changes(client, viewer, engin
     assert changed.status_code == 200 and changed["HX-Refresh"] == "true"
 
 
+def test_a_step_that_ends_while_the_page_renders_still_reloads_it(
+    client, viewer, engineer, run, monkeypatch
+):
+    # Found in loaded browser runs: the page was rendered with a step running, the step ended,
+    # then the stamp was taken with it done; every later poll matched and the page never moved.
+    import re
+
+    from runbooks import views
+
+    real = views.run_context
+
+    def context_then_the_step_ends(r):
+        context = real(r)
+        engine.tick(engineer, r, r.steps.get(step_id="look"), "")
+        return context
+
+    monkeypatch.setattr(views, "run_context", context_then_the_step_ends)
+    client.force_login(viewer)
+    page = client.get(url("run-detail", run)).content.decode()
+    monkeypatch.undo()
+    sent = re.search(r"\?stamp=([0-9a-f]{16})", page).group(1)
+    poll = client.get(url("run-detail", run) + f"?stamp={sent}", headers={"HX-Request": "true"})
+    assert poll.status_code == 200 and poll["HX-Refresh"] == "true"
+
+
 @pytest.mark.parametrize("step", ["look", "no-such-step", "not a slug", "é", "x" * 500])
 def test_the_live_output_of_an_unknown_step_is_a_404(client, viewer, run, settings, step):
     # Without the NUL middleware too: the view itself refuses what no step id can be.
