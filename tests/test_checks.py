@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core import checks
 from helpers import ROOT
 
 from dashboard.checks import secret_key_problem
@@ -41,25 +42,31 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return run([sys.executable, "manage.py", *args], env)
 
 
+def test_check_refuses_a_missing_key_with_debug_off():
+    done = manage("check", env=clean_env(RUNWAY_DEBUG="0"))
+
+    assert done.returncode != 0
+    assert "(runway.E001)" in done.stderr and "RUNWAY_SECRET_KEY is not set" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("key", "problem"),
     [
-        (None, "RUNWAY_SECRET_KEY is not set"),
         ("", "RUNWAY_SECRET_KEY is not set"),
         ("s3cr3t-but-short", "is 16 characters long; it needs at least 50"),
         (OLD_FALLBACK_KEY, "published demo or placeholder key"),
         ("django-insecure-" + "x1y2z3" * 10, "published demo or placeholder key"),
     ],
 )
-def test_check_refuses_a_missing_short_or_published_key_with_debug_off(key, problem):
-    env = clean_env(RUNWAY_DEBUG="0")
-    if key is not None:
-        env["RUNWAY_SECRET_KEY"] = key
+def test_the_check_refuses_an_empty_short_or_published_key_with_debug_off(settings, key, problem):
+    # The same check the processes above and below run, in this process: one real `check`
+    # process per entry point is enough to show it runs there.
+    settings.DEBUG, settings.SECRET_KEY = False, key
 
-    done = manage("check", env=env)
+    errors = checks.run_checks(tags=[checks.Tags.security])
 
-    assert done.returncode != 0
-    assert "(runway.E001)" in done.stderr and problem in done.stderr
+    assert [e.id for e in errors if e.id.startswith("runway.")] == ["runway.E001"]
+    assert problem in next(e.msg for e in errors if e.id == "runway.E001")
 
 
 def test_migrate_refuses_too():

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1593,3 +1595,161 @@ def all_invalid_indexes(conn: psycopg.Connection) -> list[str]:
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1"
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+# --- Data snapshots (data-loss detection) ---
+# The SQL of dashboard.schema.snapshot: a table's key, its columns, its key islands (the runs of
+# consecutive integer keys), rows per key segment, per-column hashes of sampled rows and
+# per-segment sums of per-column hashes. Hashes are of each value's text form
+# (``hashtextextended(v::text, 0)``): a type change that keeps the text (varchar to text, int to
+# bigint) keeps the hash.
+
+
+@dataclass(frozen=True)
+class TableShape:
+    columns: tuple[str, ...]  # in attnum order, without dropped ones
+    types: tuple[str, ...]  # format_type of each
+    key: str | None  # the single-column integer primary key, if the table has one
+
+
+_SHAPE = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+       coalesce(a.attnum = ANY(
+           SELECT i.indkey[0] FROM pg_index i
+           WHERE i.indrelid = a.attrelid AND i.indisprimary AND i.indnatts = 1
+       ) AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype), false)
+FROM pg_attribute a
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def table_shape(conn: psycopg.Connection, table: str) -> TableShape | None:
+    """The table's columns and integer key; None when there is no such table."""
+    if _one(conn, "SELECT to_regclass(%s)", (_quoted(table),))[0] is None:
+        return None
+    rows = conn.execute(_SHAPE, (_quoted(table),)).fetchall()
+    keys = [str(r[0]) for r in rows if r[2]]
+    return TableShape(
+        columns=tuple(str(r[0]) for r in rows),
+        types=tuple(str(r[1]) for r in rows),
+        key=keys[0] if keys else None,
+    )
+
+
+def _col_hash(column: str) -> sql.Composable:
+    return sql.SQL("hashtextextended({}::text, 0)").format(sql.Identifier(column))
+
+
+def key_range(conn: psycopg.Connection, table: str, key: str) -> tuple[int, int, int]:
+    """(rows, lowest key, highest key); keys are 0, 0 for an empty table."""
+    query = sql.SQL(
+        "SELECT count(*), coalesce(min({k}), 0), coalesce(max({k}), 0) FROM {t}"
+    ).format(k=sql.Identifier(key), t=_table_ident(table))
+    rows, low, high = _one(conn, query)
+    return int(rows), int(low), int(high)
+
+
+def key_islands(
+    conn: psycopg.Connection, table: str, key: str, cap: int
+) -> list[tuple[int, int]] | None:
+    """The runs of consecutive keys as (first, last), lowest first; None when there are more
+    than ``cap`` (keys too sparse to keep: the snapshot keeps counts per segment instead)."""
+    query = sql.SQL(
+        "SELECT min(k), max(k) FROM (SELECT {k} AS k, {k} - row_number() OVER (ORDER BY {k}) AS g "
+        "FROM {t}) s GROUP BY g ORDER BY 1 LIMIT %s"
+    ).format(k=sql.Identifier(key), t=_table_ident(table))
+    rows = conn.execute(query, (cap + 1,)).fetchall()
+    if len(rows) > cap:
+        return None
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def _islands_params(islands: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    return [a for a, _ in islands], [b for _, b in islands]
+
+
+def rows_in_islands(
+    conn: psycopg.Connection, table: str, key: str, islands: list[tuple[int, int]]
+) -> int:
+    """How many of the keys the islands hold are still there."""
+    query = sql.SQL(
+        "SELECT count(*) FROM {t} AS x JOIN unnest(%s::bigint[], %s::bigint[]) AS i(lo, hi) "
+        "ON x.{k} BETWEEN i.lo AND i.hi"
+    ).format(k=sql.Identifier(key), t=_table_ident(table))
+    return int(_one(conn, query, _islands_params(islands))[0])
+
+
+def missing_keys(
+    conn: psycopg.Connection, table: str, key: str, islands: list[tuple[int, int]], limit: int
+) -> list[int]:
+    """Up to ``limit`` keys of the islands that are gone, lowest first."""
+    query = sql.SQL(
+        "SELECT g FROM unnest(%s::bigint[], %s::bigint[]) AS i(lo, hi), "
+        "generate_series(i.lo, i.hi) g "
+        "WHERE NOT EXISTS (SELECT 1 FROM {t} AS x WHERE x.{k} = g) ORDER BY g LIMIT %s"
+    ).format(k=sql.Identifier(key), t=_table_ident(table))
+    return [int(r[0]) for r in conn.execute(query, (*_islands_params(islands), limit)).fetchall()]
+
+
+def segment_sums(
+    conn: psycopg.Connection,
+    table: str,
+    key: str,
+    columns: list[str],
+    low: int,
+    high: int,
+    segments: int,
+) -> dict[int, tuple[int, list[int | None]]]:
+    """For the keys in [low, high] cut into ``segments`` equal-width segments: per segment, its
+    rows and per column the sum of the values' hashes (NULLs count as a hash of their own)."""
+    if not columns:
+        sums: sql.Composable = sql.SQL("")
+    else:
+        sums = sql.SQL(", ").join(
+            sql.SQL("sum(coalesce({h}, 7))::text").format(h=_col_hash(c)) for c in columns
+        )
+        sums = sql.SQL(", ") + sums
+    query = sql.SQL(
+        "SELECT width_bucket({k}, %s, %s, %s) AS s, count(*){sums} FROM {t} "
+        "WHERE {k} BETWEEN %s AND %s GROUP BY 1"
+    ).format(k=sql.Identifier(key), t=_table_ident(table), sums=sums)
+    out: dict[int, tuple[int, list[int | None]]] = {}
+    for row in conn.execute(query, (low, high + 1, segments, low, high)).fetchall():
+        out[int(row[0])] = (int(row[1]), [None if v is None else int(v) for v in row[2:]])
+    return out
+
+
+def sampled_rows(
+    conn: psycopg.Connection,
+    table: str,
+    key: str,
+    columns: list[str],
+    ranges: list[tuple[int, int]],
+) -> dict[int, list[int | None]]:
+    """Per key in the ranges (first, last): the hash of each of ``columns`` (None for NULL)."""
+    if not ranges:
+        return {}
+    hashes = sql.SQL(", ").join(_col_hash(c) for c in columns) if columns else sql.SQL("NULL")
+    query = sql.SQL(
+        "SELECT x.{k}, ARRAY[{h}] FROM {t} AS x JOIN unnest(%s::bigint[], %s::bigint[]) AS "
+        "i(lo, hi) ON x.{k} BETWEEN i.lo AND i.hi"
+    ).format(k=sql.Identifier(key), t=_table_ident(table), h=hashes)
+    rows = conn.execute(query, _islands_params(ranges)).fetchall()
+    return {int(k): ([] if not columns else list(values)) for k, values in rows}
+
+
+def count_rows(conn: psycopg.Connection, table: str) -> int:
+    return int(_one(conn, sql.SQL("SELECT count(*) FROM {}").format(_table_ident(table)))[0])
+
+
+@contextmanager
+def read_only_snapshot(conn: psycopg.Connection) -> Iterator[None]:
+    """One REPEATABLE READ, READ ONLY transaction on ``conn`` (an autocommit connection with no
+    transaction open): every query inside sees the same committed state. Rolled back after."""
+    conn.autocommit = True
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
