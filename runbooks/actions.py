@@ -13,6 +13,7 @@ from django.conf import settings
 from dashboard.backups.models import Backup, Validation
 from dashboard.databases import credentials
 from dashboard.lib import pg
+from dashboard.lib.secrets import SecretError
 
 
 @dataclass
@@ -331,6 +332,9 @@ def upgrade(ctx: Context) -> Outcome:
         ctx.log(f"pending now: {', '.join(pending) or 'none'}")
     if not pending:
         return Outcome("pass", f"At {target} already: nothing left to run.", {"target": target})
+    refused = _snapshot_before(ctx)
+    if refused:
+        return Outcome("fail", f"Refused: {refused}. Nothing ran.", {"target": target})
     channel: watch.Channel = JobChannel(ctx) if ctx.job is not None else _Nowhere()
     try:
         with watch.Watcher(ctx.db, channel, log=ctx.log) as watcher:
@@ -371,6 +375,26 @@ def upgrade(ctx: Context) -> Outcome:
     )
 
 
+def _snapshot_before(ctx: Context) -> str:
+    """Snapshot the critical tables before the first revision runs (once: a resumed upgrade
+    keeps the snapshot of before the run); '' when taken or kept, else why it could not be."""
+    from dashboard.schema import dataloss
+
+    run = ctx.run
+    if run.snapshot_before_id is not None or not ctx.db.critical_tables:
+        return ""
+    try:
+        snap = dataloss.take(ctx.db, f"before run #{run.pk}")
+    except (pg.Error, SecretError) as exc:
+        return f"the critical tables could not be snapshot ({exc})"
+    run.snapshot_before = snap
+    run.save(update_fields=["snapshot_before"])
+    ctx.log(
+        f"snapshot of {len(snap.tables)} critical table(s) before the run in {snap.seconds:.2f} s"
+    )
+    return ""
+
+
 class _Nowhere:
     """No job row to show progress on (an action run outside a job)."""
 
@@ -385,11 +409,23 @@ class _Nowhere:
 def verify_integrity(ctx: Context) -> Outcome:
     """No rows lost from the critical tables since the run's backup, no orphaned rows for any
     foreign key, and the database at the target revision."""
+    from dashboard.schema import dataloss
+
     backup: Backup | None = ctx.run.backup
     password = credentials.password(ctx.db)
     checks: list[dict[str, Any]] = []
+    evidence: dict[str, Any] = {}
+    snap = ctx.run.snapshot_before
+    if snap is not None:
+        found = dataloss.compare(ctx.db, snap, list(ctx.run.revisions))
+        evidence["data_loss"] = found.to_json() | {"snapshot": snap.pk}
+        for f in found.findings:
+            checks.append({"name": f"data in {f.qualified}", "ok": f.declared, "now": f.sentence()})
+        if not found.findings:
+            checks.append({"name": "data since the snapshot", "ok": True, "now": found.summary()})
+    counts = {} if snap is not None else (backup.row_counts if backup else {})
     with pg.connect(ctx.db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
-        for table, before in (backup.row_counts if backup else {}).items():
+        for table, before in counts.items():
             now = pg.row_counts(conn, [table])[table]
             checks.append(
                 {"name": f"rows in {table}", "ok": now >= before, "before": before, "now": now}
@@ -405,9 +441,12 @@ def verify_integrity(ctx: Context) -> Outcome:
     for c in checks:
         ctx.log(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['now']}")
     bad = [c["name"] for c in checks if not c["ok"]]
+    evidence["checks"] = checks
+    if "data_loss" in evidence and not evidence["data_loss"]["lossless"]:
+        return Outcome("fail", found.summary(), evidence)
     if bad:
-        return Outcome("fail", f"Integrity broken: {', '.join(bad)}", {"checks": checks})
-    return Outcome("pass", f"{len(checks)} integrity checks hold", {"checks": checks})
+        return Outcome("fail", f"Integrity broken: {', '.join(bad)}", evidence)
+    return Outcome("pass", f"{len(checks)} integrity checks hold", evidence)
 
 
 @action("database.check", "Check the connection and read the current revision")

@@ -43,6 +43,11 @@ class Run(models.Model):
         "backups.Backup", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     risk_hash = models.CharField(max_length=64, blank=True)
+    # The critical tables as they were before execution began (taken by the upgrade step, once:
+    # a resumed upgrade keeps the first), compared by the integrity step.
+    snapshot_before = models.ForeignKey(
+        "schema.DataSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-started_at"]

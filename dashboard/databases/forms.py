@@ -50,6 +50,58 @@ class CriticalTablesField(forms.CharField):
         return list(dict.fromkeys(names))
 
 
+SNAPSHOT_MODES = ("sampled", "full", "count")  # dashboard/schema/snapshot.py's MODES
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){1,2}$")
+
+
+def _name(value: str, pattern: re.Pattern[str]) -> bool:
+    """``value`` matches and each dotted part fits PostgreSQL's 63-byte names."""
+    return bool(pattern.match(value)) and all(len(p.encode()) <= 63 for p in value.split("."))
+
+
+class SnapshotModesField(forms.CharField):
+    """``table=mode`` pairs, comma- or newline-separated; a table left out is sampled."""
+
+    def prepare_value(self, value: object) -> object:
+        if isinstance(value, dict):
+            return ", ".join(f"{t}={m}" for t, m in value.items())
+        return value
+
+    def to_python(self, value: str | None) -> dict[str, str]:  # type: ignore[override]
+        modes: dict[str, str] = {}
+        for item in (n.strip() for n in re.split(r"[,\n]", value or "")):
+            if not item:
+                continue
+            table, sep, mode = (part.strip() for part in item.partition("="))
+            if not sep or not _name(table, _TABLE) or mode not in SNAPSHOT_MODES:
+                raise forms.ValidationError(
+                    "Not table=mode: %(item)s (mode is one of sampled, full, count; e.g. "
+                    "payments=full).",
+                    params={"item": item[:100]},
+                )
+            modes[table] = mode
+        return modes
+
+
+class ColumnsField(forms.CharField):
+    """``table.column`` names, comma- or newline-separated."""
+
+    def prepare_value(self, value: object) -> object:
+        if isinstance(value, list):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value: str | None) -> list[str]:  # type: ignore[override]
+        names = [n.strip() for n in re.split(r"[,\n]", value or "") if n.strip()]
+        bad = [n[:100] for n in names if not _name(n, _COLUMN)]
+        if bad:
+            raise forms.ValidationError(
+                "Not a table.column: %(bad)s (e.g. users.last_seen_at).",
+                params={"bad": ", ".join(bad)},
+            )
+        return list(dict.fromkeys(names))
+
+
 TIMEOUTS_EXAMPLE = '{"3c2e1f9a": 3600}'
 
 
@@ -110,6 +162,8 @@ class ManagedDatabaseForm(forms.ModelForm):
         required=False,
         help_text="Tables whose rows must survive every change, e.g. users, payments",
     )
+    snapshot_modes = SnapshotModesField(required=False, label="Snapshot per table")
+    application_writes = ColumnsField(required=False, label="Columns the application writes")
 
     class Meta:
         model = ManagedDatabase
@@ -127,6 +181,7 @@ class ManagedDatabaseForm(forms.ModelForm):
             "project_directory",
             "project_url_variable",
             *registry.POLICY_FIELDS,
+            *registry.DETECTION_FIELDS,
         ]
         widgets = {"run_mode": forms.RadioSelect}
         field_classes = {"revision_statement_timeouts": RevisionTimeoutsField}
@@ -140,6 +195,7 @@ class ManagedDatabaseForm(forms.ModelForm):
         self.fields["partner"].queryset = partners  # type: ignore[attr-defined]
         self._run_mode_fields(user)
         self._policy_fields(user)
+        self._detection_fields(user)
         if self.instance.pk and not registry.may_change_connection(user, self.instance):
             needed = registry.connection_role(self.instance).label
             for name in registry.CONNECTION_FIELDS:
@@ -194,6 +250,57 @@ class ManagedDatabaseForm(forms.ModelForm):
                 locked.help_text = (
                     f"Only a {needed} may change this on a production database: it decides how "
                     "long the application may be held up by a migration."
+                )
+
+    def _detection_fields(self, user: Any) -> None:
+        """How data loss is looked for; left out of a form: as it is. On a production database
+        only a lead may change it."""
+        for name in registry.DETECTION_FIELDS:
+            self.fields[name].required = False
+        self.fields["snapshot_modes"].help_text = (
+            "table=mode for critical tables, e.g. payments=full, events=count. sampled (the "
+            "default): counts and a sample of rows hashed; full: every value hashed; count: "
+            "rows only"
+        )
+        self.fields["application_writes"].help_text = (
+            "table.column the application itself updates while a run goes on (its changes are "
+            "not loss), e.g. users.last_seen_at"
+        )
+        if self.instance.pk and not registry.may_change_policy(user, self.instance):
+            needed = registry.policy_role(self.instance).label
+            for name in registry.DETECTION_FIELDS:
+                locked = self.fields[name]
+                locked.disabled = True
+                locked.help_text = (
+                    f"Only a {needed} may change this on a production database: it decides "
+                    "what a run may lose unnoticed."
+                )
+
+    def clean_snapshot_modes(self) -> dict[str, str]:
+        return dict(self._kept("snapshot_modes", self.cleaned_data.get("snapshot_modes")) or {})
+
+    def clean_application_writes(self) -> list[str]:
+        value = self._kept("application_writes", self.cleaned_data.get("application_writes"))
+        return list(value or [])
+
+    def _check_detection(self, data: dict[str, Any]) -> None:
+        """Each table named is a critical table (a typo would be ignored)."""
+        critical = set(data.get("critical_tables") or [])
+        for name, tables in (
+            ("snapshot_modes", list(data.get("snapshot_modes") or {})),
+            (
+                "application_writes",
+                [c.rsplit(".", 1)[0] for c in data.get("application_writes") or []],
+            ),
+        ):
+            if name not in data:
+                continue
+            unknown = sorted({t for t in tables if t not in critical})
+            if unknown:
+                self.add_error(
+                    name,
+                    f"Not a critical table: {', '.join(unknown)}. Data-loss detection looks at "
+                    "the critical tables only; add it there first.",
                 )
 
     def _kept(self, name: str, value: Any) -> Any:
@@ -277,6 +384,8 @@ class ManagedDatabaseForm(forms.ModelForm):
         if not self.instance.pk or chosen & set(self.changed_data):
             self._check_run_mode(data)
         self._check_revisions(data)
+        if "critical_tables" in data:
+            self._check_detection(data)
         return data
 
     def _check_run_mode(self, data: dict[str, Any]) -> None:

@@ -121,6 +121,21 @@ class ManagedDatabase(models.Model):
         help_text="Folder with env.py and versions/; relative paths start at Runway's folder",
     )
     critical_tables = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+    # Data-loss detection (dashboard/schema/snapshot.py): how each critical table is snapshot
+    # before and after a run's execution, and the columns the application itself writes.
+    snapshot_modes = models.JSONField(
+        "snapshot per table",
+        default=dict,
+        blank=True,
+        help_text="table -> sampled (the default), full or count",
+    )
+    application_writes = ArrayField(
+        models.CharField(max_length=260),
+        default=list,
+        blank=True,
+        verbose_name="columns the application writes",
+        help_text="table.column the application updates during a run: not compared",
+    )
     partner = models.ForeignKey(
         "self",
         null=True,

@@ -42,6 +42,8 @@ AUDITED_FIELDS = (
     "lock_wait_seconds",
     "statement_timeout_seconds",
     "revision_statement_timeouts",
+    "snapshot_modes",
+    "application_writes",
 )
 # How guarded execution attempts each revision (dashboard/schema/guard.py).
 POLICY_FIELDS = (
@@ -51,6 +53,9 @@ POLICY_FIELDS = (
     "statement_timeout_seconds",
     "revision_statement_timeouts",
 )
+# How data loss is looked for (dashboard/schema/snapshot.py): loosening it on production can hide
+# a loss, so it takes the policy's role.
+DETECTION_FIELDS = ("snapshot_modes", "application_writes")
 # What decides where a password goes, and how the server may ask for it.
 CONNECTION_FIELDS = ("dsn", "password_ref", "require_auth")
 # What decides which program the workers run for the revisions (and gets the URL): the same role.
@@ -96,6 +101,18 @@ def _policy_refusal(actor: User | None, name: str, moved: list[str], *dbs: Manag
             f"Changing the migration policy of {name} ({', '.join(moved)}) needs the "
             f"{needed.label} role: on a production database it decides how long the "
             "application may be held up by a migration."
+        )
+
+
+def _detection_refusal(
+    actor: User | None, name: str, moved: list[str], *dbs: ManagedDatabase
+) -> None:
+    needed = policy_role(*dbs)
+    if actor is not None and moved and not has_role(actor, needed):
+        raise NotAllowed(
+            f"Changing how data loss is detected on {name} ({', '.join(moved)}) needs the "
+            f"{needed.label} role: on a production database it decides what a run may lose "
+            "unnoticed."
         )
 
 
@@ -152,6 +169,8 @@ def register(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
     _run_mode_refusal(actor, db.name, chosen, db)
     policy = [k for k in POLICY_FIELDS if getattr(db, k) != getattr(defaults, k)]
     _policy_refusal(actor, db.name, policy, db)
+    detection = [k for k in DETECTION_FIELDS if getattr(db, k) != getattr(defaults, k)]
+    _detection_refusal(actor, db.name, detection, db)
     if db.password_ref and _may_bind(actor, db) is None:
         db.bind_secret(actor)
     db.save(force_insert=True)
@@ -183,6 +202,8 @@ def update(actor: User | None, db: ManagedDatabase) -> ManagedDatabase:
             )
     _run_mode_refusal(actor, stored.name, [k for k in RUN_FIELDS if k in changes], stored, db)
     _policy_refusal(actor, stored.name, [k for k in POLICY_FIELDS if k in changes], stored, db)
+    detection = [k for k in DETECTION_FIELDS if k in changes]
+    _detection_refusal(actor, stored.name, detection, stored, db)
     leaves_production = stored.is_production and not db.is_production
     if actor is not None and leaves_production and not has_role(actor, Role.ADMIN):
         raise NotAllowed(f"Taking {stored.name} out of production needs the admin role.")

@@ -147,3 +147,23 @@ class Rehearsal(Job):
 
     def timing_of(self, revision: str) -> dict[str, object] | None:
         return next((t for t in self.timings if t.get("revision") == revision), None)
+
+
+class DataSnapshot(models.Model):
+    """The critical tables of a database as one transaction saw them (see snapshot.py): taken
+    before a run's execution, compared after it."""
+
+    database = models.ForeignKey(
+        ManagedDatabase, on_delete=models.CASCADE, related_name="data_snapshots"
+    )
+    taken_at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=200, blank=True)
+    database_at = models.CharField(max_length=500, blank=True)  # the Alembic revision(s)
+    tables = models.JSONField(default=list)  # [TableSnapshot.to_json(), ...]
+    seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["-taken_at"]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.pk} of {self.database.name}"
