@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,10 +111,26 @@ class Kind:
     # The reaper interrupted a queued job no worker took within queued_after.
     on_not_taken: Callable[[Any], None] | None = None
     describe: Callable[[Any], str] = field(default=lambda job: f"{job}")
+    # The seconds before each retry (the first, the second, ...; the last repeats), read when
+    # the retry is sent; None: ``retry_backoff * 2**(attempts-1)``.
+    retry_delays: Callable[[], Sequence[float]] | None = None
+    # The Celery queue of this kind's jobs, read when one is sent; None: ``queue()``, every
+    # job's queue (a kind on a queue of its own needs a worker consuming it).
+    queue: Callable[[], str] | None = None
 
     def stale_seconds(self) -> float:
         overrides = getattr(settings, "RUNWAY_JOB_STALE_SECONDS", {}) or {}
         return float(overrides.get(self.name, self.stale_after))
+
+    def retry_countdown(self, attempts: int) -> float:
+        """Seconds to wait before the attempt after ``attempts`` failed ones."""
+        delays = list(self.retry_delays()) if self.retry_delays is not None else []
+        if not delays:
+            return self.retry_backoff * 2 ** (attempts - 1)
+        return float(delays[min(max(attempts, 1), len(delays)) - 1])
+
+    def queue_name(self) -> str:
+        return (self.queue() if self.queue is not None else "") or queue()
 
 
 KINDS: dict[str, Kind] = {}
@@ -154,7 +170,9 @@ def enqueue(job: Job, *, countdown: float = 0) -> None:
     from dashboard.jobs.tasks import run_job
 
     def send() -> None:
-        run_job.apply_async((kind.name, job.pk), countdown=countdown or None, queue=queue())
+        run_job.apply_async(
+            (kind.name, job.pk), countdown=countdown or None, queue=kind.queue_name()
+        )
 
     transaction.on_commit(send)
 
@@ -217,16 +235,15 @@ def _retry(kind: Kind, job: Job, error: str) -> None:
         error,
         lambda: job.requeue(f"Attempt {job.attempts} failed, retrying: {error}"),
     ):
-        enqueue_now(job, countdown=kind.retry_backoff * 2 ** (job.attempts - 1))
+        enqueue_now(job, countdown=kind.retry_countdown(job.attempts))
 
 
 def enqueue_now(job: Job, *, countdown: float = 0) -> None:
     """Send outside any transaction (a retry from inside a job)."""
     from dashboard.jobs.tasks import run_job
 
-    run_job.apply_async(
-        (kind_of(type(job)).name, job.pk), countdown=countdown or None, queue=queue()
-    )
+    kind = kind_of(type(job))
+    run_job.apply_async((kind.name, job.pk), countdown=countdown or None, queue=kind.queue_name())
 
 
 class _Heartbeat(threading.Thread):
