@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "axes",
     "dashboard.audit",
     "dashboard.jobs",
+    "dashboard.notify",
     "dashboard.accounts",
     "dashboard.databases",
     "dashboard.schema",
@@ -212,6 +213,33 @@ if env("RUNWAY_BACKUP_STALE_SECONDS"):
         RUNWAY_JOB_STALE_SECONDS.setdefault(_kind, envint("RUNWAY_BACKUP_STALE_SECONDS", 300))
 # Audit reports: a PDF lists at most this many events (CSV and JSON exports hold them all).
 RUNWAY_PDF_MAX_EVENTS = envint("RUNWAY_PDF_MAX_EVENTS", 1000)
+
+# Notifications (dashboard/notify). Links in them start with RUNWAY_PUBLIC_URL. Email goes through
+# Django's SMTP backend and is off while RUNWAY_EMAIL_HOST is empty. Webhook URLs are secret
+# references (env: names with RUNWAY_WEBHOOK_ENV_PREFIX, or file: paths in RUNWAY_SECRETS_DIR);
+# loopback and private addresses are refused unless RUNWAY_WEBHOOK_ALLOW_PRIVATE (or DEBUG).
+# Deliveries are jobs on RUNWAY_NOTIFY_QUEUE (empty: RUNWAY_JOB_QUEUE), retried after each of
+# RUNWAY_NOTIFY_RETRY_DELAYS seconds (five attempts in all).
+RUNWAY_PUBLIC_URL = env("RUNWAY_PUBLIC_URL", "http://127.0.0.1:8000")
+RUNWAY_NOTIFY_QUEUE = env("RUNWAY_NOTIFY_QUEUE")
+RUNWAY_NOTIFY_RETRY_DELAYS = [
+    float(s) for s in envlist("RUNWAY_NOTIFY_RETRY_DELAYS", "10,60,300,900")
+]
+RUNWAY_WEBHOOK_TIMEOUT = envint("RUNWAY_WEBHOOK_TIMEOUT", 5)
+RUNWAY_WEBHOOK_ENV_PREFIX = env("RUNWAY_WEBHOOK_ENV_PREFIX", "RUNWAY_WEBHOOK_")
+RUNWAY_WEBHOOK_ALLOW_PRIVATE = envbool("RUNWAY_WEBHOOK_ALLOW_PRIVATE", False)
+# Another mail backend (e.g. django.core.mail.backends.console.EmailBackend) turns email on too.
+RUNWAY_EMAIL_BACKEND = env("RUNWAY_EMAIL_BACKEND")
+EMAIL_BACKEND = RUNWAY_EMAIL_BACKEND or "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env("RUNWAY_EMAIL_HOST")
+EMAIL_PORT = envint("RUNWAY_EMAIL_PORT", 587)
+EMAIL_HOST_USER = env("RUNWAY_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env("RUNWAY_EMAIL_PASSWORD")
+# STARTTLS by default; RUNWAY_EMAIL_USE_SSL=1 for implicit TLS (port 465) turns STARTTLS off.
+EMAIL_USE_SSL = envbool("RUNWAY_EMAIL_USE_SSL", False)
+EMAIL_USE_TLS = envbool("RUNWAY_EMAIL_USE_TLS", not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = envint("RUNWAY_EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env("RUNWAY_EMAIL_FROM", "runway@localhost")
 
 # Pre-migration gates: disk use of the data directory's file system (percent), and how long a
 # transaction may have been open before the gates warn about it.

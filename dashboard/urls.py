@@ -7,6 +7,7 @@ urlpatterns = [
     path("databases/", include("dashboard.databases.urls")),
     path("databases/", include("dashboard.schema.urls")),
     path("databases/", include("dashboard.backups.urls")),
+    path("", include("dashboard.notify.urls")),
     path("", include("runbooks.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -26,6 +26,7 @@ from dashboard.audit.chain import Actor, record
 from dashboard.databases.models import ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
+from runbooks import notices
 from runbooks.actions import REGISTRY, Context, Outcome
 from runbooks.loader import Runbook
 from runbooks.models import Approval, Decision, Run, RunState, StepJob, StepRun, StepState
@@ -150,10 +151,12 @@ def _advance(run: Run) -> None:
                 continue
             blocked = True
             if step.kind == "approval":
-                step.open()
+                opened = step.open()
                 if _approved(run, step):
                     _finish_approval(run, step)
                     blocked = False
+                elif opened:
+                    notices.approval_waiting(run, step)
             elif step.state in (StepState.LOCKED, StepState.WAITING, StepState.OPEN):
                 job = step.start()
                 if job is not None:
@@ -402,7 +405,8 @@ def finish_step(job: StepJob, how: str, outcome: Outcome, output: str) -> bool:
             record(None, "run.step_late_result", run, details=details | {"job_state": job.state})
             return False
         ok = how == "succeeded" and outcome.ok
-        step.finish(ok, outcome.summary)
+        if step.finish(ok, outcome.summary) and not ok:
+            notices.step_failed(run, step, outcome.summary)
         record(None, "run.step_finished", run, details=details | {"job_state": job.state})
         aborted = outcome.evidence.get("abort") if how == "cancelled" else None
         if aborted:
@@ -449,7 +453,8 @@ def step_interrupted(job: StepJob, recovery: Outcome | None = None) -> None:
             StepJob.objects.filter(pk=job.pk, state=JobState.INTERRUPTED).update(
                 progress={**(job.progress or {}), "recovery": details["recovery"]}
             )
-        step.finish(False, summary)
+        if step.finish(False, summary):
+            notices.step_failed(run, step, summary)
         record(
             None,
             "run.step_finished",

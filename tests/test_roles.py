@@ -49,6 +49,13 @@ ACCESS: dict[str, tuple[str, str]] = {
     "run-abort": ("POST", "engineer"),
     "run-step-abort": ("POST", "engineer"),
     "run-decide": ("POST", "lead"),
+    # Any role chooses its own; a database's channels are read by all, changed by a lead (the
+    # POST to the page: tests/notify/test_views.py); global ones by an admin.
+    "notify-preferences": ("GET", "viewer"),
+    "notify-channels": ("GET", "viewer"),
+    "notify-global-channels": ("GET", "viewer"),
+    "notify-channel-remove": ("POST", "lead"),
+    "notify-channel-test": ("POST", "lead"),
 }
 PUBLIC = {"login", "logout"}
 
@@ -110,6 +117,14 @@ def _url(name: str) -> str:
             kwargs["step_id"] = "s"
         if name == "run-report":
             kwargs["fmt"] = "json"
+    if name == "notify-channels":
+        kwargs["name"] = db.name
+    if name in ("notify-channel-remove", "notify-channel-test"):
+        from dashboard.notify.models import Channel
+
+        kwargs["channel_id"] = Channel.objects.create(
+            database=db, name="ops", kind="email", addresses=["ops@example.com"], events=[]
+        ).pk
     if name == "database-check":
         kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
     return reverse(name, kwargs=kwargs)

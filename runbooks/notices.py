@@ -1,0 +1,50 @@
+"""What a run tells people (through :mod:`dashboard.notify`): an approval waiting, a step that
+failed. Called by the engine inside the transaction that moves the step, so the notification
+exists exactly when the step's new state does; delivery happens later, on a worker."""
+
+from __future__ import annotations
+
+from dashboard.notify import events
+from dashboard.notify.outbox import emit
+from runbooks.models import Run, StepRun
+
+
+def _about(run: Run) -> dict[str, object]:
+    return {
+        "run": run.pk,
+        "runbook": run.runbook_id,
+        "database": run.database.name,
+        "target": run.target_revision,
+        "started_by": run.started_by.get_username() if run.started_by_id else None,
+    }
+
+
+def approval_waiting(run: Run, step: StepRun) -> None:
+    db = run.database
+    who = step.role or "lead"
+    needed = f"{step.count} approval{'s' if step.count != 1 else ''}" if step.count else "approval"
+    target = f" to {run.target_revision}" if run.target_revision else ""
+    emit(
+        events.APPROVAL_WAITING,
+        db,
+        f"Approval waiting: {run.runbook_title}{target} on {db.name}",
+        f"Run #{run.pk} ({run.runbook_title}{target}) on {db.name} ({db.environment}) waits for "
+        f'{needed} from a {who} at the step "{step.title}". '
+        f"Started by {run.started_by.get_username()}.",
+        run.get_absolute_url(),
+        _about(run) | {"step": step.step_id, "step_title": step.title, "needs": step.count},
+    )
+
+
+def step_failed(run: Run, step: StepRun, summary: str) -> None:
+    db = run.database
+    emit(
+        events.STEP_FAILED,
+        db,
+        f"Step failed: {step.title} (run #{run.pk} on {db.name})",
+        f'The step "{step.title}" of run #{run.pk} ({run.runbook_title}) on {db.name} '
+        f"({db.environment}) failed: {summary}\nThe run stops there until someone retries the "
+        "step or aborts the run.",
+        run.get_absolute_url(),
+        _about(run) | {"step": step.step_id, "action": step.action, "summary": summary[:2000]},
+    )
