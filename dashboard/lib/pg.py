@@ -1650,21 +1650,6 @@ def key_range(conn: psycopg.Connection, table: str, key: str) -> tuple[int, int,
     return int(rows), int(low), int(high)
 
 
-def key_islands(
-    conn: psycopg.Connection, table: str, key: str, cap: int
-) -> list[tuple[int, int]] | None:
-    """The runs of consecutive keys as (first, last), lowest first; None when there are more
-    than ``cap`` (keys too sparse to keep: the snapshot keeps counts per segment instead)."""
-    query = sql.SQL(
-        "SELECT min(k), max(k) FROM (SELECT {k} AS k, {k} - row_number() OVER (ORDER BY {k}) AS g "
-        "FROM {t}) s GROUP BY g ORDER BY 1 LIMIT %s"
-    ).format(k=sql.Identifier(key), t=_table_ident(table))
-    rows = conn.execute(query, (cap + 1,)).fetchall()
-    if len(rows) > cap:
-        return None
-    return [(int(a), int(b)) for a, b in rows]
-
-
 def _islands_params(islands: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
     return [a for a, _ in islands], [b for _, b in islands]
 
@@ -1700,23 +1685,23 @@ def segment_sums(
     low: int,
     high: int,
     segments: int,
-) -> dict[int, tuple[int, list[int | None]]]:
+) -> dict[int, tuple[int, int, list[int | None]]]:
     """For the keys in [low, high] cut into ``segments`` equal-width segments: per segment, its
-    rows and per column the sum of the values' hashes (NULLs count as a hash of their own)."""
-    if not columns:
-        sums: sql.Composable = sql.SQL("")
-    else:
-        sums = sql.SQL(", ").join(
+    rows, the sum of its keys and per column the sum of the values' hashes (a NULL counts as a
+    hash of its own)."""
+    sums: sql.Composable = sql.SQL("")
+    if columns:
+        sums = sql.SQL(", ") + sql.SQL(", ").join(
             sql.SQL("sum(coalesce({h}, 7))::text").format(h=_col_hash(c)) for c in columns
         )
-        sums = sql.SQL(", ") + sums
     query = sql.SQL(
-        "SELECT width_bucket({k}, %s, %s, %s) AS s, count(*){sums} FROM {t} "
+        "SELECT width_bucket({k}, %s, %s, %s) AS s, count(*), sum({k})::text{sums} FROM {t} "
         "WHERE {k} BETWEEN %s AND %s GROUP BY 1"
     ).format(k=sql.Identifier(key), t=_table_ident(table), sums=sums)
-    out: dict[int, tuple[int, list[int | None]]] = {}
+    out: dict[int, tuple[int, int, list[int | None]]] = {}
     for row in conn.execute(query, (low, high + 1, segments, low, high)).fetchall():
-        out[int(row[0])] = (int(row[1]), [None if v is None else int(v) for v in row[2:]])
+        values = [None if v is None else int(v) for v in row[3:]]
+        out[int(row[0])] = (int(row[1]), int(row[2]), values)
     return out
 
 

@@ -143,8 +143,17 @@ def check_reference(ref: str, scope: Scope | None = None) -> str:
         if kind == "env":
             _check_env(target, scope)
         else:
-            _check_file(target, scope, follow=Path(target).exists())
+            _check_file(target, scope, follow=_exists(Path(target)))
     return f"{kind}:{target}"
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for one the system cannot even look up (a name longer
+    than the file system allows), which no file can have."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _read(kind: str, target: str, path: Path | None) -> str:
@@ -153,7 +162,7 @@ def _read(kind: str, target: str, path: Path | None) -> str:
             raise SecretError(f"The environment variable {target} is not set on this host.")
         return os.environ[target]
     assert path is not None
-    if not path.is_file() and path.exists():
+    if _exists(path) and not path.is_file():
         raise SecretError("The reference names a folder or a device, not a password file.")
     try:
         return path.read_text().rstrip("\r\n")
@@ -161,6 +170,8 @@ def _read(kind: str, target: str, path: Path | None) -> str:
         raise SecretError(f"The password file {target} does not exist on this host.") from None
     except PermissionError:
         raise SecretError(f"The password file {target} is not readable by Runway.") from None
+    except OSError as exc:  # a name too long, a loop of links, an I/O error
+        raise SecretError(f"The password file cannot be read: {exc.strerror}.") from None
 
 
 def resolve(

@@ -2,12 +2,15 @@
 with the same tables after it.
 
 A table's snapshot holds its exact row count and, for a table with a single-column integer key,
-the key range and the *islands* of keys that existed (the runs of consecutive keys), so that the
-comparison after the run looks only at the rows that were there before: the application's
-inserts meanwhile (keys above the range) neither look like loss nor hide it. Then, per table,
-one of three modes:
+the range of keys that existed, so that the comparison after the run looks only at the rows that
+were there before: the application's inserts meanwhile (keys above the range) neither look like
+loss nor hide it. A table whose keys have no gap (rows == highest - lowest + 1, the usual serial
+table) needs nothing more: every key of the range existed, and each one gone is named. A table
+with gaps keeps, per key segment (``SEGMENTS``), its rows and the sum of its keys: a segment
+with fewer rows lost them (one missing row is named exactly: the difference of the sums).
+Then, per table, one of three modes:
 
-- ``count``: the rows alone: a key that existed and is gone is a deleted row.
+- ``count``: the rows alone.
 - ``sampled`` (the default): also the hash of every value of a sample of rows (key ranges spread
   over the table, about ``SAMPLE_ROWS`` rows): a value blanked or rewritten in the sample shows,
   with its keys. A change to a few rows outside the sample does not.
@@ -45,8 +48,7 @@ MODES = ("sampled", "full", "count")
 DEFAULT_MODE = "sampled"
 SAMPLE_RANGES = 20  # key ranges in a sample
 SAMPLE_ROWS = 2000  # rows in a sample, about
-SEGMENTS = 256  # key segments of a full snapshot
-ISLANDS_CAP = 5000  # more runs of keys than this: counts per segment instead
+SEGMENTS = 1024  # key segments: of a full snapshot, or of a table whose keys have gaps
 KEYS_SHOWN = 10  # keys named per finding
 
 EXPECT = re.compile(
@@ -96,16 +98,17 @@ class TableSnapshot:
     key: str | None = None
     low: int = 0
     high: int = 0
-    islands: list[tuple[int, int]] | None = None
+    islands: list[tuple[int, int]] | None = None  # the key ranges that had no gap
     columns: list[str] = field(default_factory=list)
-    segments: dict[int, tuple[int, list[int | None]]] = field(default_factory=dict)
+    # segment -> (rows, sum of keys, per column the sum of value hashes (full mode))
+    segments: dict[int, tuple[int, int, list[int | None]]] = field(default_factory=dict)
     sample_ranges: list[tuple[int, int]] = field(default_factory=list)
     sample: dict[int, list[int | None]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["segments"] = {str(k): [v[0], v[1]] for k, v in self.segments.items()}
+        data["segments"] = {str(k): [v[0], v[1], v[2]] for k, v in self.segments.items()}
         data["sample"] = {str(k): v for k, v in self.sample.items()}
         return data
 
@@ -122,7 +125,9 @@ class TableSnapshot:
             high=int(data.get("high", 0)),
             islands=None if islands is None else [(int(a), int(b)) for a, b in islands],
             columns=list(data.get("columns", [])),
-            segments={int(k): (int(v[0]), list(v[1])) for k, v in data["segments"].items()},
+            segments={
+                int(k): (int(v[0]), int(v[1]), list(v[2])) for k, v in data["segments"].items()
+            },
             sample_ranges=[(int(a), int(b)) for a, b in data.get("sample_ranges", [])],
             sample={int(k): list(v) for k, v in data["sample"].items()},
             seconds=float(data.get("seconds", 0.0)),
@@ -158,8 +163,9 @@ def take_table(conn: pg.Connection, table: str, mode: str) -> TableSnapshot:
         snap.key = shape.key
         snap.rows, snap.low, snap.high = pg.key_range(conn, table, shape.key)
         if snap.rows:
-            snap.islands = pg.key_islands(conn, table, shape.key, ISLANDS_CAP)
-            if snap.islands is None or mode == "full":
+            dense = snap.rows == snap.high - snap.low + 1
+            snap.islands = [(snap.low, snap.high)] if dense else None
+            if not dense or mode == "full":
                 columns = snap.columns if mode == "full" else []
                 snap.segments = pg.segment_sums(
                     conn, table, shape.key, columns, snap.low, snap.high, SEGMENTS
@@ -297,15 +303,18 @@ def _compare_table(
             findings.append(Finding(t, "rows deleted", expected - present, keys=keys))
     else:
         counts = pg.segment_sums(conn, t, key, [], before.low, before.high, SEGMENTS)
-        lost, ranges = 0, []
-        for segment, (rows, _) in sorted(before.segments.items()):
-            now = counts.get(segment, (0, []))[0]
+        lost, ranges, keys = 0, [], []
+        for segment, (rows, keysum, _) in sorted(before.segments.items()):
+            now, now_sum, _ = counts.get(segment, (0, 0, []))
             if now < rows:
                 lost += rows - now
                 ranges.append(_segment_range(before, segment))
+                if rows - now == 1:  # exactly one gone: its key is what the sum lost
+                    keys.append(keysum - now_sum)
         after.rows = sum(v[0] for v in counts.values())
         if lost:
-            findings.append(Finding(t, "rows deleted", lost, key_ranges=ranges))
+            shown = sorted(keys)[:KEYS_SHOWN]
+            findings.append(Finding(t, "rows deleted", lost, keys=shown, key_ranges=ranges))
 
     if before.sample:
         now_sample = pg.sampled_rows(conn, t, key, compared, before.sample_ranges)
@@ -338,9 +347,12 @@ def _compare_table(
 
 
 def _segment_range(snap: TableSnapshot, segment: int) -> tuple[int, int]:
-    width = (snap.high + 1 - snap.low) / SEGMENTS
-    first = snap.low + int((segment - 1) * width)
-    return first, min(snap.high, snap.low + int(segment * width) - 1)
+    """The keys of ``segment`` (1-based) as ``width_bucket(key, low, high + 1, SEGMENTS)`` cuts
+    them: those with ``(segment - 1) * span <= (key - low) * SEGMENTS < segment * span``."""
+    span = snap.high + 1 - snap.low
+    first = snap.low - (-(segment - 1) * span // SEGMENTS)  # ceil division
+    last = snap.low - (-segment * span // SEGMENTS) - 1
+    return first, min(snap.high, last)
 
 
 def _full_changes(
@@ -350,12 +362,12 @@ def _full_changes(
     row: a deleted row moves every sum and is reported already)."""
     now = pg.segment_sums(conn, before.table, key, compared, before.low, before.high, SEGMENTS)
     by_column: dict[str, list[tuple[int, int]]] = {}
-    for segment, (rows, sums) in sorted(before.segments.items()):
+    for segment, (rows, _, sums) in sorted(before.segments.items()):
         current = now.get(segment)
         if current is None or current[0] != rows:
             continue
         for position, column in enumerate(compared):
-            if sums[before.columns.index(column)] != current[1][position]:
+            if sums[before.columns.index(column)] != current[2][position]:
                 by_column.setdefault(column, []).append(_segment_range(before, segment))
     findings = []
     sampled = {f.column for f in found if f.kind == "values changed"}

@@ -98,6 +98,14 @@ def test_a_folder_or_device_is_not_a_password_file(folder):
         resolve(f"file:{folder}/db/sub", scope(folder))
 
 
+def test_a_name_longer_than_the_file_system_allows_is_refused_not_raised(folder):
+    # Path.exists() raises OSError (ENAMETOOLONG) for a component over 255 bytes.
+    ref = f"file:{folder}/db/{'x' * 300}"
+    assert check_reference(ref, scope(folder)) == ref  # may exist on a worker: checked there
+    with pytest.raises(SecretError, match="The password file cannot be read: File name too long"):
+        resolve(ref, scope(folder))
+
+
 @pytest.mark.parametrize("typed", ["hunter2", "env:hunter2", "file:hunter2", "env:hunter-2"])
 def test_no_refusal_repeats_what_was_typed(folder, typed):
     with pytest.raises(SecretError) as refused:
