@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from dashboard.backups.models import Backup, Validation
 from dashboard.databases import credentials
@@ -336,6 +337,7 @@ def upgrade(ctx: Context) -> Outcome:
     if refused:
         return Outcome("fail", f"Refused: {refused}. Nothing ran.", {"target": target})
     channel: watch.Channel = JobChannel(ctx) if ctx.job is not None else _Nowhere()
+    _watch_triggers(ctx, pending)
     try:
         with watch.Watcher(ctx.db, channel, log=ctx.log) as watcher:
             steps = execution.migrate(
@@ -348,6 +350,10 @@ def upgrade(ctx: Context) -> Outcome:
             )
     except execution.ExecutionError as exc:
         return Outcome("fail", str(exc), {"target": target, "pending": pending})
+    finally:
+        from dashboard.triggers import watch as triggers
+
+        triggers.executed(ctx.run.pk)
     evidence: dict[str, Any] = {
         "revisions": [s.to_json() for s in steps],
         "target": target,
@@ -373,6 +379,23 @@ def upgrade(ctx: Context) -> Outcome:
     return Outcome(
         "pass", f"At {target}: {len(steps)} revision(s) in {total:.2f} s{late}", evidence
     )
+
+
+def _watch_triggers(ctx: Context, pending: list[str]) -> None:
+    """Open the run's rollback-trigger watch (kept when the upgrade resumes)."""
+    from dashboard.schema.rehearsal import latest_rehearsal
+    from dashboard.triggers import watch as triggers
+
+    rehearsed = latest_rehearsal(ctx.db, list(ctx.run.revisions))
+    triggers.start(
+        ctx.db,
+        ctx.run.pk,
+        run_url=ctx.run.get_absolute_url(),
+        revisions=list(ctx.run.revisions),
+        snapshot=ctx.run.snapshot_before,
+        rehearsed_seconds=rehearsed.total_seconds if rehearsed else None,
+    )
+    ctx.log(f"rollback triggers watch run #{ctx.run.pk} (see the database's trigger page)")
 
 
 def _snapshot_before(ctx: Context) -> str:
@@ -463,3 +486,231 @@ def check_connection(ctx: Context) -> Outcome:
     if not done.connected:
         return Outcome("fail", done.message or done.error, evidence)
     return Outcome("pass", done.message, evidence)
+
+
+# --- Automatic rollback (runbooks/rollback.py: the failed-migration-rollback runbook) ---
+
+
+def _failed_run(ctx: Context) -> Any:
+    failed = ctx.run.rollback_of
+    if failed is None:
+        raise _NotARollback()
+    return failed
+
+
+class _NotARollback(Exception):  # noqa: N818 - what happened, not a fault
+    pass
+
+
+NOT_A_ROLLBACK = Outcome(
+    "fail",
+    "This run rolls back no run: a rollback starts from the failed run (a trigger, or "
+    "runbooks.rollback.start_rollback). Nothing ran.",
+)
+
+
+def _ending(ctx: Context, outcome: Outcome) -> Outcome:
+    """A rollback step that ends the rollback: audited and notified with its outcome."""
+    from runbooks import rollback
+
+    verdict = {"pass": "succeeded", "warn": "succeeded with warnings"}.get(
+        outcome.verdict, "failed"
+    )
+    rollback.ended(ctx.run, verdict, outcome.summary, {"path": ctx.run.rollback_plan.get("path")})
+    return outcome
+
+
+@action("rollback.hold", "Grace period, stop the upgrade, choose downgrade or restore")
+def rollback_hold(ctx: Context) -> Outcome:
+    """Waits out the grace period (a lead may cancel it), waits for the failed run's upgrade to
+    stop, ends the failed run and chooses the path from the database's revision now."""
+    from runbooks import rollback
+
+    try:
+        failed = _failed_run(ctx)
+    except _NotARollback:
+        return NOT_A_ROLLBACK
+    rb = ctx.run
+    remaining = (rb.grace_until - timezone.now()).total_seconds() if rb.grace_until else 0.0
+    if remaining > 0:
+        ctx.log(f"grace period: {remaining:.0f} s in which a lead may cancel; nothing is touched")
+        ctx.wait_for_cancel(remaining)
+        ctx.check_cancelled()
+    problem = rollback.wait_for_upgrade(failed, ctx.log)
+    if problem:
+        return _ending(ctx, Outcome("fail", f"Refused: {problem}. Nothing was rolled back."))
+    ctx.check_cancelled()
+    refused = rollback.Hold.begin(rb, ctx.log)
+    if refused:
+        return Outcome("fail", f"Stopped: {refused}. Nothing was rolled back.")
+    try:
+        plan = rollback.choose(ctx.db, failed, ctx.log)
+    except (pg.Error, SecretError) as exc:
+        return _ending(ctx, Outcome("fail", f"The database could not be read: {exc}"))
+    if plan["path"] == "restore":
+        missing = _validated_backup(failed)
+        if missing:
+            plan["why"].append(f"and {missing}: no restore possible")
+            rb.rollback_plan = rb.rollback_plan | plan
+            rb.save(update_fields=["rollback_plan"])
+            return _ending(ctx, Outcome("fail", f"No way back: {'; '.join(plan['why'])}.", plan))
+        plan["backup"] = failed.backup_id
+    rb.rollback_plan = rb.rollback_plan | plan
+    rb.save(update_fields=["rollback_plan"])
+    undo = ", ".join(plan["undo"])
+    summary = {
+        "downgrade": f"Downgrade {undo} to {', '.join(plan['target']) or 'base'}",
+        "restore": f"Restore backup #{failed.backup_id}: {'; '.join(plan['why'])}",
+        "none": "Nothing to undo: the database is at the pre-run revision",
+    }[plan["path"]]
+    return Outcome("pass", summary, plan)
+
+
+@action(
+    "rollback.perform",
+    "Roll back: downgrade, or restore the pre-migration backup",
+    destructive=True,
+)
+def rollback_perform(ctx: Context) -> Outcome:
+    """The chosen path: the downgrade under guarded execution (watched, abortable), or the
+    restore of the failed run's validated backup into the same database."""
+    from dashboard.backups import pipeline
+    from dashboard.schema import execution, watch
+    from runbooks import rollback
+    from runbooks.live import JobChannel
+
+    try:
+        failed = _failed_run(ctx)
+    except _NotARollback:
+        return NOT_A_ROLLBACK
+    plan = dict(ctx.run.rollback_plan)
+    path = plan.get("path")
+    if path == "none":
+        return Outcome("pass", "Nothing to undo: the database is at the pre-run revision.", plan)
+    if path == "downgrade":
+        undo = list(plan["undo"])
+        channel: watch.Channel = JobChannel(ctx) if ctx.job is not None else _Nowhere()
+        try:
+            with watch.Watcher(ctx.db, channel, log=ctx.log) as watcher:
+                steps = execution.migrate(
+                    ctx.db,
+                    undo,
+                    direction="downgrade",
+                    log=ctx.log,
+                    on_progress=watcher.on_progress,
+                    should_stop=watcher.should_stop,
+                    before_statement=watcher.before_statement,
+                )
+        except execution.ExecutionError as exc:
+            return _ending(ctx, Outcome("fail", f"The downgrade did not run: {exc}", plan))
+        evidence = plan | {"revisions": [s.to_json() for s in steps], "watch": watcher.report()}
+        bad = [s for s in steps if not s.ok]
+        if bad or len(steps) < len(undo):
+            where = bad[0] if bad else None
+            why = f"undoing {where.revision} failed: {where.error}" if where else "it stopped"
+            return _ending(ctx, Outcome("fail", f"The downgrade did not finish: {why}", evidence))
+        total = sum(s.seconds for s in steps)
+        return Outcome(
+            "pass",
+            f"Downgraded {len(steps)} revision(s) to {', '.join(plan['target']) or 'base'} "
+            f"in {total:.2f} s",
+            evidence,
+        )
+    if path == "restore":
+        backup = failed.backup
+        if backup is None:
+            return _ending(ctx, Outcome("fail", "The failed run has no backup to restore.", plan))
+        lifecycle = getattr(ctx, "_lifecycle", None)
+
+        def tick() -> None:
+            if lifecycle is not None:
+                lifecycle.check_cancelled()
+
+        try:
+            done = rollback.restore_into(ctx.db, backup, ctx.log, tick)
+        except (pipeline.BackupError, pg.ToolFailed, pg.Error, SecretError) as exc:
+            return _ending(
+                ctx,
+                Outcome(
+                    "fail",
+                    f"The restore failed and was rolled back (nothing changed): {exc}",
+                    plan,
+                ),
+            )
+        evidence = plan | {"restore": done}
+        not_ended = [s["pid"] for s in done["sessions_ended"] if not s["ended"]]
+        summary = (
+            f"Restored backup #{backup.pk} in {done['seconds']:.2f} s; "
+            f"{len(done['sessions_ended'])} other session(s) ended"
+        )
+        if not_ended:
+            return Outcome("warn", summary + f"; could not end {not_ended}", evidence)
+        return Outcome("pass", summary, evidence)
+    return _ending(ctx, Outcome("fail", "No path was chosen: the hold step did not finish."))
+
+
+@action("rollback.verify", "Integrity against the pre-run snapshot")
+def rollback_verify(ctx: Context) -> Outcome:
+    """The database at the pre-run revision, no orphaned rows, and the failed run's pre-run
+    snapshot compared: a downgrade gives back every row and value that existed before the run;
+    a restore gives back the backup (rows written after it are gone)."""
+    from dashboard.schema import dataloss
+
+    try:
+        failed = _failed_run(ctx)
+    except _NotARollback:
+        return NOT_A_ROLLBACK
+    plan = dict(ctx.run.rollback_plan)
+    path = plan.get("path")
+    checks: list[dict[str, Any]] = []
+    evidence: dict[str, Any] = {"path": path}
+    snap = failed.snapshot_before
+    found = None
+    if snap is not None:
+        found = dataloss.compare(ctx.db, snap, [])
+        evidence["data_loss"] = found.to_json() | {"snapshot": snap.pk}
+        for f in found.findings:
+            checks.append({"name": f"data in {f.qualified}", "ok": False, "now": f.sentence()})
+        if not found.findings:
+            checks.append({"name": "data of before the run", "ok": True, "now": found.summary()})
+    backup = failed.backup
+    password = credentials.password(ctx.db)
+    with pg.connect(ctx.db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
+        if path == "restore" and backup is not None:
+            for table, before in backup.row_counts.items():
+                now = pg.row_counts(conn, [table])[table]
+                checks.append(
+                    {"name": f"rows in {table} (backup #{backup.pk})", "ok": now == before,
+                     "before": before, "now": now}
+                )  # fmt: skip
+        for fk in pg.foreign_keys(conn):
+            orphans = pg.orphan_count(conn, fk)
+            checks.append({"name": f"orphaned rows: {fk}", "ok": orphans == 0, "now": orphans})
+        revision = pg.alembic_revision(conn)
+    expected = ",".join(failed.from_revisions)
+    checks.append(
+        {"name": "Alembic revision (before the run)", "ok": set(revision.split(",")) ==
+         set(expected.split(",")), "before": expected, "now": revision}
+    )  # fmt: skip
+    for c in checks:
+        ctx.log(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['now']}")
+    evidence["checks"] = checks
+    bad = [c["name"] for c in checks if not c["ok"]]
+    lost_note = ""
+    if path == "restore" and backup is not None:
+        taken = backup.started_at.strftime("%Y-%m-%d %H:%M:%S %Z") if backup.started_at else "?"
+        lost_note = (
+            f" Rows the application wrote after backup #{backup.pk} was taken ({taken}) are "
+            "not in it: the restore lost them, as expected."
+        )
+        evidence["lost_after_backup"] = lost_note.strip()
+    if bad:
+        return _ending(
+            ctx, Outcome("fail", f"Rolled back, but: {', '.join(bad)}.{lost_note}", evidence)
+        )
+    what = found.summary() if found is not None else "no snapshot to compare"
+    return _ending(
+        ctx,
+        Outcome("pass", f"At {revision or 'base'}, {len(checks)} checks hold ({what}).{lost_note}",
+                evidence),
+    )  # fmt: skip

@@ -1,4 +1,8 @@
+import importlib
+
 from django.apps import AppConfig
+
+TRIGGER_HOOKS = "dashboard.triggers.hooks"
 
 
 class RunbooksConfig(AppConfig):
@@ -8,3 +12,16 @@ class RunbooksConfig(AppConfig):
 
     def ready(self) -> None:
         from runbooks import steps  # noqa: F401  (registers the run_step job kind)
+
+        # The triggers app, once installed, starts a rollback when a "roll back" rule fires; it
+        # never imports runbooks: this hands it the function. Absent, nothing to do (a broken
+        # hooks module still fails loudly).
+        try:
+            hooks = importlib.import_module(TRIGGER_HOOKS)
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("dashboard.triggers", TRIGGER_HOOKS):
+                raise
+            return
+        from runbooks.rollback import start_rollback
+
+        hooks.register_rollback(start_rollback)

@@ -48,6 +48,19 @@ class Run(models.Model):
     snapshot_before = models.ForeignKey(
         "schema.DataSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A rollback run (the failed-migration-rollback runbook started by runbooks.rollback): the
+    # run it rolls back, who asked and why, the grace period a lead may cancel it in, and the
+    # path it chose once the grace ended (``rollback_plan``: empty until then).
+    rollback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="rollbacks"
+    )
+    rollback_source = models.CharField(max_length=200, blank=True)
+    rollback_reason = models.TextField(blank=True)
+    grace_until = models.DateTimeField(null=True, blank=True)
+    rollback_plan = models.JSONField(default=dict, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -62,6 +75,21 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state == RunState.ACTIVE
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.rollback_of_id is not None
+
+    @property
+    def in_grace(self) -> bool:
+        """A rollback that has not begun yet and whose grace period runs: a lead may cancel."""
+        return (
+            self.is_rollback
+            and self.is_active
+            and not self.rollback_plan
+            and self.grace_until is not None
+            and timezone.now() < self.grace_until
+        )
 
     @property
     def phases(self) -> list[dict[str, object]]:

@@ -1,0 +1,205 @@
+"""Automatic rollback (runbooks/rollback.py) on the real cluster: a deployment's upgrade runs for
+real, then start_rollback takes the database back, by downgrade (revisions with working
+downgrades) or by restoring the run's real pre-migration backup (pg_dump | zstd | gpg, then
+pg_restore into the same database), and its own integrity step compares with the snapshot the
+upgrade took before the run. Steps run as run_step jobs in process (what a worker does)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from helpers import BACKUP_PASSPHRASE, ROOT, runbook
+
+from dashboard.audit.chain import verify
+from dashboard.audit.models import AuditEvent
+from dashboard.backups.models import Backup, Validation
+from dashboard.jobs import lifecycle as jobs
+from dashboard.jobs.models import JobState
+from dashboard.lib import pg
+from dashboard.lib.secrets import resolve
+from dashboard.notify.models import Outbox
+from runbooks import engine
+from runbooks.models import Run, RunState, StepJob, StepState
+from runbooks.rollback import start_rollback
+
+pytestmark = pytest.mark.django_db
+
+DEPLOY = """
+id: deploy
+title: Deploy
+needs_target: true
+phases:
+  - id: only
+    title: Only
+    steps:
+      - id: upgrade
+        action: schema.upgrade
+        title: Upgrade
+      - id: integrity
+        action: integrity.verify
+        title: Verify
+"""
+DEPLOY_BACKED_UP = """
+id: deploy-backed-up
+title: Deploy with a backup
+needs_target: true
+phases:
+  - id: only
+    title: Only
+    steps:
+      - id: backup
+        action: backup.create
+        title: Backup
+      - id: validate
+        action: backup.validate
+        title: Validate
+      - id: upgrade
+        action: schema.upgrade
+        title: Upgrade
+      - id: integrity
+        action: integrity.verify
+        title: Verify
+"""
+
+
+@pytest.fixture(autouse=True)
+def email_and_passphrase(settings: Any) -> None:
+    """Email on (the outbox gets a row per user who wants the event); backups encrypt."""
+    settings.RUNWAY_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.RUNWAY_BACKUP_PASSPHRASE = BACKUP_PASSPHRASE
+
+
+def project(folder: Path, *revisions: tuple[str, str, str, str]) -> Path:
+    """An Alembic project based on 0016 whose revisions are ``(id, down, upgrade body,
+    downgrade body)``."""
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text((ROOT / "migrations_target" / "env.py").read_text())
+    steps = [("0016", None, "pass", "pass"), *revisions]
+    for rev, down, up, back in steps:
+        (folder / "versions" / f"{rev}_step.py").write_text(
+            "from alembic import op\n\n"
+            f"revision = {rev!r}\ndown_revision = {down!r}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n{textwrap.indent(textwrap.dedent(up).strip(), '    ')}\n\n\n"
+            f"def downgrade():\n{textwrap.indent(textwrap.dedent(back).strip(), '    ')}\n"
+        )
+    return folder
+
+
+def drain(*runs: Run) -> None:
+    while True:
+        job = (
+            StepJob.objects.filter(step__run__in=runs, state=JobState.QUEUED)
+            .order_by("step__run", "step__phase_index", "step__position")
+            .first()
+        )
+        if job is None:
+            return
+        jobs.run("run_step", job.pk)
+
+
+def connect(db: Any) -> Any:
+    return pg.connect(db.dsn, resolve(db.password_ref))
+
+
+def scalar(db: Any, sql: str) -> Any:
+    with connect(db) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def fake_backup(run: Run) -> None:
+    """The downgrade path never reads the backup: a recorded, validated one lets the upgrade
+    run."""
+    backup = Backup.objects.create(database=run.database, state="succeeded", revision="0016")
+    Validation.objects.create(backup=backup, state="succeeded", passed=True)
+    Run.objects.filter(pk=run.pk).update(backup=backup)
+
+
+def steps_of(run: Run) -> dict[str, Any]:
+    return {s.step_id: s for s in run.steps.all()}
+
+
+UP1 = """
+op.execute("ALTER TABLE users ADD COLUMN nickname text")
+op.execute("UPDATE users SET nickname = 'n' || id")
+"""
+DOWN1 = 'op.execute("ALTER TABLE users DROP COLUMN nickname")'
+UP2 = 'op.execute("CREATE TABLE badges (id int PRIMARY KEY, user_id int)")'
+DOWN2 = 'op.execute("DROP TABLE badges")'
+
+
+def test_rollback_by_downgrade_brings_the_database_and_every_row_back(
+    engineer, live_target, tmp_path, settings
+):
+    db = live_target
+    db.script_location = str(
+        project(tmp_path / "app", ("t1", "0016", UP1, DOWN1), ("t2", "t1", UP2, DOWN2))
+    )
+    db.save()
+    failed = engine.start_run(engineer, runbook(DEPLOY), db, "t2")
+    fake_backup(failed)
+    drain(failed)
+    failed.refresh_from_db()
+    assert scalar(db, "SELECT version_num FROM alembic_version") == "t2"
+    assert failed.snapshot_before is not None
+    users_hash = scalar(
+        db, "SELECT md5(string_agg(id || ':' || email, ',' ORDER BY id)) FROM users"
+    )
+    # The application writes after the upgrade: new rows are not loss.
+    with connect(db) as conn:
+        conn.execute(
+            "INSERT INTO payments (user_id, amount, status, currency) "
+            "SELECT id, 7, 'completed', 'USD' FROM users ORDER BY id LIMIT 3"
+        )
+
+    rb = start_rollback(failed, "health checks at 80% failures", source="trigger:7 health")
+    assert start_rollback(failed, "again", source="trigger:7 health") == rb  # idempotent
+    assert rb.rollback_of == failed and rb.runbook_id == "failed-migration-rollback"
+    drain(rb)
+    rb.refresh_from_db()
+    failed.refresh_from_db()
+
+    s = steps_of(rb)
+    assert s["hold"].state == StepState.DONE, s["hold"].summary + s["hold"].output
+    assert rb.rollback_plan["path"] == "downgrade" and rb.rollback_plan["undo"] == ["t2", "t1"]
+    assert s["perform"].state == StepState.DONE, s["perform"].summary + s["perform"].output
+    assert "undo t2" in s["perform"].output and "took the migration lock" in s["perform"].output
+    assert s["verify"].state == StepState.DONE, s["verify"].summary + s["verify"].output
+    assert s["verify"].evidence["data_loss"]["lossless"] is True
+    assert rb.state == RunState.COMPLETED
+    # The database: at 0016, the revisions' column and table gone, every row and value back.
+    assert scalar(db, "SELECT version_num FROM alembic_version") == "0016"
+    assert scalar(db, "SELECT to_regclass('badges')") is None
+    assert not scalar(
+        db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'nickname'"
+    )
+    assert users_hash == scalar(
+        db, "SELECT md5(string_agg(id || ':' || email, ',' ORDER BY id)) FROM users"
+    )
+    # The deployment had completed (a post-deployment trigger): it stays so; both linked.
+    assert failed.state == RunState.COMPLETED
+    assert list(failed.rollbacks.all()) == [rb]
+    # Audited end to end, notified in the same transactions.
+    started = AuditEvent.objects.get(action="runbook.rollback_started")
+    assert started.details["reason"] == "health checks at 80% failures"
+    assert started.details["source"] == "trigger:7 health" and started.actor_name == "system"
+    ended = AuditEvent.objects.get(action="runbook.rollback_ended")
+    assert ended.details["outcome"] == "succeeded" and ended.details["path"] == "downgrade"
+    assert AuditEvent.objects.filter(action="run.rolled_back").count() == 1
+    assert set(Outbox.objects.values_list("event", flat=True)) >= {
+        "rollback.started",
+        "rollback.ended",
+    }
+    assert Outbox.objects.get(event="rollback.ended").payload["outcome"] == "succeeded"
+    assert verify().ok
+
+    page = Client()
+    page.force_login(engineer)
+    body = page.get(rb.get_absolute_url()).content.decode()
+    assert f"run #{failed.pk}</a>" in body and "trigger:7 health" in body
+    body = page.get(failed.get_absolute_url()).content.decode()
+    assert f'Rolled back by <a href="{rb.get_absolute_url()}">run #{rb.pk}</a>' in body
