@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.test import Client
 from helpers import BACKUP_PASSPHRASE, ROOT, runbook
@@ -203,3 +204,72 @@ def test_rollback_by_downgrade_brings_the_database_and_every_row_back(
     assert f"run #{failed.pk}</a>" in body and "trigger:7 health" in body
     body = page.get(failed.get_absolute_url()).content.decode()
     assert f'Rolled back by <a href="{rb.get_absolute_url()}">run #{rb.pk}</a>' in body
+
+
+CLEANUP = 'op.execute("DELETE FROM payments WHERE id % 10 = 0")'
+PAYMENTS_HASH = (
+    "SELECT count(*) || ':' || md5(string_agg(id || ':' || amount, ',' ORDER BY id)) FROM payments"
+)
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "why"),
+    [
+        (
+            "# runway: expect delete payments\n" + CLEANUP,
+            'op.execute("SELECT 1")',
+            "declared lossy",
+        ),
+        (CLEANUP, "pass", "no working downgrade in t1"),
+    ],
+    ids=["declared-lossy", "no-downgrade"],
+)
+def test_rollback_by_restore_of_the_real_backup_ends_sessions_and_brings_the_rows_back(
+    engineer, live_target, tmp_path, owner_may_create_databases, up, down, why
+):
+    db = live_target
+    db.script_location = str(project(tmp_path / "app", ("t1", "0016", up, down)))
+    db.save()
+    before = scalar(db, PAYMENTS_HASH)
+    failed = engine.start_run(engineer, runbook(DEPLOY_BACKED_UP), db, "t1")
+    drain(failed)
+    failed.refresh_from_db()
+    s = steps_of(failed)
+    assert s["validate"].state == StepState.DONE, s["validate"].summary
+    assert s["upgrade"].state == StepState.DONE, s["upgrade"].summary + s["upgrade"].output
+    assert scalar(db, PAYMENTS_HASH) != before  # the rows are gone
+    # A session of the application, held open (idle) through the rollback.
+    held = psycopg.connect(db.dsn + f" password={resolve(db.password_ref)}", autocommit=True)
+    held_pid = held.info.backend_pid
+
+    rb = start_rollback(failed, "data loss: payments", source="trigger:3 data_loss")
+    drain(rb)
+    rb.refresh_from_db()
+    failed.refresh_from_db()
+
+    r = steps_of(rb)
+    assert rb.rollback_plan["path"] == "restore", rb.rollback_plan
+    assert any(why in w for w in rb.rollback_plan["why"]), rb.rollback_plan["why"]
+    assert r["perform"].state == StepState.DONE, r["perform"].summary + r["perform"].output
+    restore = r["perform"].evidence["restore"]
+    assert restore["backup"] == failed.backup_id and restore["sha256_ok"] is True
+    assert held_pid in [x["pid"] for x in restore["sessions_ended"] if x["ended"]]
+    with pytest.raises(psycopg.OperationalError):
+        held.execute("SELECT 1")
+    held.close()
+    # Counts and hashes: every payment back, as before the run; the snapshot compare agrees.
+    assert scalar(db, PAYMENTS_HASH) == before
+    assert scalar(db, "SELECT version_num FROM alembic_version") == "0016"
+    assert r["verify"].state == StepState.DONE, r["verify"].summary + r["verify"].output
+    assert r["verify"].evidence["data_loss"]["lossless"] is True
+    assert "are not in it: the restore lost them" in r["verify"].summary
+    counted = [c for c in r["verify"].evidence["checks"] if c["name"].startswith("rows in")]
+    assert counted and all(c["ok"] for c in counted)
+    assert rb.state == RunState.COMPLETED
+    if "declared" in why:  # its integrity step passed (the loss was declared): it completed
+        assert failed.state == RunState.COMPLETED
+    else:  # its integrity step failed on the loss: the run was still active, and ended
+        assert failed.state == RunState.ABORTED
+        assert failed.reason.startswith(f"Rolled back by run #{rb.pk}: data loss: payments")
+    assert Outbox.objects.filter(event="rollback.ended", payload__outcome="succeeded").exists()
+    assert verify().ok
