@@ -51,6 +51,10 @@ class AbortStepForm(forms.Form):
     )
 
 
+class CancelRollbackForm(forms.Form):
+    reason = forms.CharField(max_length=MAX_TEXT, widget=forms.TextInput)
+
+
 class RunFilterForm(forms.Form):
     database = forms.CharField(required=False, max_length=63)
     state = forms.ChoiceField(required=False, choices=[("", "any")] + RunState.choices)

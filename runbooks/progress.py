@@ -46,5 +46,6 @@ def run_context(run: Run) -> dict[str, Any]:
         "phases": phases,
         "waiting": engine.waiting_for(run),
         "live": any(s.is_live for s in steps) and run.is_active,
+        "rollbacks": list(run.rollbacks.order_by("pk")),
         "nav": "runs",
     }

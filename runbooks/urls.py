@@ -8,6 +8,11 @@ urlpatterns = [
     path("databases/<slug:name>/runs/<int:run_id>/", views.detail, name="run-detail"),
     path("databases/<slug:name>/runs/<int:run_id>/abort/", views.abort, name="run-abort"),
     path(
+        "databases/<slug:name>/runs/<int:run_id>/cancel-rollback/",
+        views.cancel_rollback,
+        name="run-cancel-rollback",
+    ),
+    path(
         "databases/<slug:name>/runs/<int:run_id>/steps/<slug:step_id>/tick/",
         views.tick,
         name="run-tick",

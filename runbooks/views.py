@@ -13,10 +13,11 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
-from runbooks import engine, library
+from runbooks import engine, library, rollback
 from runbooks.forms import (
     AbortForm,
     AbortStepForm,
+    CancelRollbackForm,
     DecideForm,
     RunFilterForm,
     StartRunForm,
@@ -239,3 +240,20 @@ def abort_step(request: Request, name: str, run_id: int, step_id: str) -> HttpRe
         run,
         ok=f"Abort requested for “{step.title}”: it stops safely and says where the database is.",
     )
+
+
+@require_POST
+@role_required(Role.LEAD)
+def cancel_rollback(request: Request, name: str, run_id: int) -> HttpResponse:
+    """A lead cancels a rollback within its grace period (see ``rollback.cancel_rollback``)."""
+    run = _run(name, run_id)
+    form = CancelRollbackForm(request.POST)
+    if not form.is_valid():
+        return _back(
+            request, run, error="Nothing was cancelled: say why the rollback is cancelled."
+        )
+    try:
+        rollback.cancel_rollback(request.user, run, form.cleaned_data["reason"])
+    except rollback.RollbackError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok="Rollback cancelled: nothing was changed on the database.")

@@ -49,6 +49,7 @@ ACCESS: dict[str, tuple[str, str]] = {
     "run-abort": ("POST", "engineer"),
     "run-step-abort": ("POST", "engineer"),
     "run-decide": ("POST", "lead"),
+    "run-cancel-rollback": ("POST", "lead"),
     # Any role chooses its own; a database's channels are read by all, changed by a lead (the
     # POST to the page: tests/notify/test_views.py); global ones by an admin.
     "notify-preferences": ("GET", "viewer"),

@@ -12,8 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import Client
-from helpers import BACKUP_PASSPHRASE, ROOT, runbook
+from helpers import BACKUP_PASSPHRASE, ROOT, make_user, runbook
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
@@ -25,7 +26,7 @@ from dashboard.lib.secrets import resolve
 from dashboard.notify.models import Outbox
 from runbooks import engine
 from runbooks.models import Run, RunState, StepJob, StepState
-from runbooks.rollback import start_rollback
+from runbooks.rollback import RollbackError, cancel_rollback, start_rollback
 
 pytestmark = pytest.mark.django_db
 
@@ -273,3 +274,112 @@ def test_rollback_by_restore_of_the_real_backup_ends_sessions_and_brings_the_row
         assert failed.reason.startswith(f"Rolled back by run #{rb.pk}: data loss: payments")
     assert Outbox.objects.filter(event="rollback.ended", payload__outcome="succeeded").exists()
     assert verify().ok
+
+
+def deployed(engineer: Any, db: Any, tmp_path: Path) -> Run:
+    db.script_location = str(
+        project(tmp_path / "app", ("t1", "0016", UP1, DOWN1), ("t2", "t1", UP2, DOWN2))
+    )
+    db.save()
+    failed = engine.start_run(engineer, runbook(DEPLOY), db, "t2")
+    fake_backup(failed)
+    drain(failed)
+    return failed
+
+
+def test_a_lead_cancels_within_the_grace_others_are_refused_and_after_it_nobody_can(
+    engineer, lead, viewer, outsider, admin_user, live_target, tmp_path
+):
+    failed = deployed(engineer, live_target, tmp_path)
+    rb = start_rollback(failed, "latency +40%", source="trigger:9 performance", grace_seconds=30)
+    assert rb.in_grace
+    hold = rb.steps.get(step_id="hold")
+    assert hold.state == StepState.STARTED and hold.job.state == JobState.QUEUED
+    auditor = make_user("audrey", "viewer")
+    for who in (viewer, engineer, outsider, auditor):
+        with pytest.raises(RollbackError, match="Only a lead"):
+            cancel_rollback(who, rb, "not so bad")
+        page = Client()
+        page.force_login(who)
+        response = page.post(f"{rb.get_absolute_url()}cancel-rollback/", {"reason": "not so bad"})
+        assert response.status_code == 403
+    rb.refresh_from_db()
+    assert rb.state == RunState.ACTIVE
+    # The lead's button on the rollback page: the form is there, a reason is required.
+    page = Client()
+    page.force_login(lead)
+    body = page.get(rb.get_absolute_url()).content.decode()
+    assert 'id="cancel-rollback"' in body and "Nothing has touched the database yet" in body
+    response = page.post(f"{rb.get_absolute_url()}cancel-rollback/", {"reason": "  "}, follow=True)
+    assert "say why the rollback is cancelled" in response.content.decode()
+    response = page.post(
+        f"{rb.get_absolute_url()}cancel-rollback/", {"reason": "a known spike"}, follow=True
+    )
+    assert "Rollback cancelled" in response.content.decode()
+    rb.refresh_from_db()
+    assert rb.state == RunState.ABORTED and rb.cancelled_by == lead
+    assert rb.reason == "Cancelled by leo within the grace period: a known spike"
+    assert rb.steps.get(step_id="hold").job.state == JobState.CANCELLED
+    drain(rb)  # nothing left to run
+    # Nothing touched the database: still at t2, the failed run as it was.
+    assert scalar(live_target, "SELECT version_num FROM alembic_version") == "t2"
+    failed.refresh_from_db()
+    assert failed.state == RunState.COMPLETED
+    cancelled = AuditEvent.objects.get(action="runbook.rollback_cancelled")
+    assert cancelled.actor_name == "leo" and cancelled.details["reason"] == "a known spike"
+    assert Outbox.objects.filter(event="rollback.ended", payload__outcome="cancelled").exists()
+    with pytest.raises(RollbackError, match="is aborted: nothing to cancel"):
+        cancel_rollback(lead, rb, "again")
+
+    # A new rollback with a 1 s grace: once it has passed, even an admin is refused.
+    again = start_rollback(failed, "latency +45%", source="manual", actor=engineer, grace_seconds=1)
+    assert again != rb and again.started_by == engineer
+    import time
+
+    time.sleep(1.2)
+    with pytest.raises(RollbackError, match="Too late: the grace period of rollback run"):
+        cancel_rollback(admin_user, again, "too late")
+    drain(again)
+    again.refresh_from_db()
+    assert again.state == RunState.COMPLETED, again.reason
+    assert scalar(live_target, "SELECT version_num FROM alembic_version") == "0016"
+    assert verify().ok
+
+
+def test_bad_input_is_answered_clearly(engineer, lead, live_target, tmp_path):
+    failed = deployed(engineer, live_target, tmp_path)
+    # A run that is not a rollback, by the command and the page.
+    with pytest.raises(CommandError, match=f"Run #{failed.pk} is not a rollback"):
+        call_command("cancel_rollback", str(failed.pk), "--reason", "x", "--by", "leo")
+    page = Client()
+    page.force_login(lead)
+    response = page.post(
+        f"{failed.get_absolute_url()}cancel-rollback/", {"reason": "x"}, follow=True
+    )
+    assert f"Run #{failed.pk} is not a rollback" in response.content.decode()
+    with pytest.raises(CommandError, match="No run #999999"):
+        call_command("cancel_rollback", "999999", "--reason", "x", "--by", "leo")
+    with pytest.raises(CommandError, match="is not a run number"):
+        call_command("cancel_rollback", "12; DROP", "--reason", "x", "--by", "leo")
+    with pytest.raises(CommandError, match="No Runway user named 'nobody'"):
+        call_command("cancel_rollback", str(failed.pk), "--reason", "x", "--by", "nobody")
+    with pytest.raises(CommandError, match="--reason"):
+        call_command("cancel_rollback", str(failed.pk), "--by", "leo")
+    rb = start_rollback(failed, "x", source="manual", grace_seconds=60)
+    with pytest.raises(CommandError, match="Say why the rollback is cancelled"):
+        call_command("cancel_rollback", str(rb.pk), "--reason", " ", "--by", "leo")
+    with pytest.raises(CommandError, match="Only a lead"):
+        call_command("cancel_rollback", str(rb.pk), "--reason", "x", "--by", "erin")
+    call_command("cancel_rollback", str(rb.pk), "--reason", "false alarm", "--by", "leo")
+    rb.refresh_from_db()
+    assert rb.state == RunState.ABORTED
+    # start_rollback's own refusals.
+    with pytest.raises(RollbackError, match="Say why"):
+        start_rollback(failed, "  ", source="manual")
+    with pytest.raises(RollbackError, match="grace period"):
+        start_rollback(failed, "x", source="manual", grace_seconds=-1)
+    with pytest.raises(RollbackError, match="itself a rollback"):
+        start_rollback(rb, "x", source="manual")
+    viewer = make_user("vic", "viewer")
+    with pytest.raises(RollbackError, match="Only an engineer"):
+        start_rollback(failed, "x", source="manual", actor=viewer)
