@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "dashboard.databases",
     "dashboard.schema",
     "dashboard.backups",
+    "dashboard.triggers",
     "dashboard.overview",
     "runbooks",
 ]
@@ -265,7 +266,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.jobs.tasks.reap_jobs",
         "schedule": 60.0,
     },
+    "watch-triggers": {
+        "task": "dashboard.triggers.tasks.watch_triggers",
+        "schedule": float(envint("RUNWAY_TRIGGER_SECONDS", 2)),
+    },
 }
+# Rollback triggers watch a deployment through this many hours after its execution.
+RUNWAY_TRIGGER_WINDOW_HOURS = envint("RUNWAY_TRIGGER_WINDOW_HOURS", 24)
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ urlpatterns = [
     path("databases/", include("dashboard.schema.urls")),
     path("databases/", include("dashboard.backups.urls")),
     path("", include("dashboard.notify.urls")),
+    path("", include("dashboard.triggers.urls")),
     path("", include("runbooks.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -57,6 +57,9 @@ ACCESS: dict[str, tuple[str, str]] = {
     "notify-global-channels": ("GET", "viewer"),
     "notify-channel-remove": ("POST", "lead"),
     "notify-channel-test": ("POST", "lead"),
+    "triggers": ("GET", "viewer"),
+    # An engineer changes a staging database's rules; the table's database is production.
+    "triggers-edit": ("POST", "lead"),
 }
 PUBLIC = {"login", "logout"}
 
@@ -126,6 +129,12 @@ def _url(name: str) -> str:
         kwargs["channel_id"] = Channel.objects.create(
             database=db, name="ops", kind="email", addresses=["ops@example.com"], events=[]
         ).pk
+    if name in ("triggers", "triggers-edit"):
+        kwargs["name"] = db.name
+    if name == "triggers-edit":
+        from dashboard.triggers.rules import rules_of
+
+        kwargs["rule_id"] = rules_of(db)[0].pk
     if name == "database-check":
         kwargs["check_id"] = ConnectionCheck.objects.create(database=db).pk
     return reverse(name, kwargs=kwargs)

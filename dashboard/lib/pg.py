@@ -1738,3 +1738,47 @@ def read_only_snapshot(conn: psycopg.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("ROLLBACK")
+
+
+# --- Trigger signals ---
+
+
+def _read_only(conn: psycopg.Connection, timeout_ms: int) -> None:
+    conn.autocommit = True
+    conn.execute("BEGIN READ ONLY")
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms)))
+
+
+def probe_latency_ms(
+    conn: psycopg.Connection, query: str, runs: int = 3, timeout_ms: int = 5000
+) -> float:
+    """The median time of ``runs`` runs of ``query`` (a probe a person configured), in a READ
+    ONLY transaction with a statement timeout; rolled back."""
+    _read_only(conn, timeout_ms)
+    try:
+        times = []
+        for _ in range(max(1, runs)):
+            started = time.perf_counter()
+            conn.execute(query.encode()).fetchall()  # a configured probe, not built here
+            times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        return times[len(times) // 2]
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def scalar_signal(conn: psycopg.Connection, query: str, timeout_ms: int = 5000) -> float | None:
+    """The number the configured query's first column of its first row holds (None for no row or
+    NULL), read in a READ ONLY transaction with a statement timeout; rolled back. ValueError when
+    it is not a number."""
+    _read_only(conn, timeout_ms)
+    try:
+        row = conn.execute(query.encode()).fetchone()
+    finally:
+        conn.execute("ROLLBACK")
+    if row is None or row[0] is None:
+        return None
+    try:
+        return float(row[0])
+    except (TypeError, ValueError):
+        raise ValueError(f"the query returned {str(row[0])[:60]!r}, not a number") from None

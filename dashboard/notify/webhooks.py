@@ -216,21 +216,32 @@ class _PinnedTLS(http.client.HTTPSConnection):
 def post_json(target: Target, body: dict[str, Any], *, timeout: float) -> Response:
     """POST ``body`` as JSON; each connect and read waits at most ``timeout`` seconds and the
     whole exchange at most twice that (a receiver that trickles bytes is cut off)."""
-    connection: http.client.HTTPConnection = (
-        _PinnedTLS(target, timeout) if target.scheme == "https" else _Pinned(target, timeout)
-    )
     data = json.dumps(body).encode()
     headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": "Runway-notifications/1",
         "Content-Length": str(len(data)),
     }
+    return _exchange(target, "POST", data, headers, timeout)
+
+
+def get(target: Target, *, timeout: float) -> Response:
+    """GET the target (a health check, a signal), under the same limits as :func:`post_json`."""
+    return _exchange(target, "GET", None, {"User-Agent": "Runway-triggers/1"}, timeout)
+
+
+def _exchange(
+    target: Target, method: str, data: bytes | None, headers: dict[str, str], timeout: float
+) -> Response:
+    connection: http.client.HTTPConnection = (
+        _PinnedTLS(target, timeout) if target.scheme == "https" else _Pinned(target, timeout)
+    )
     fired = threading.Event()
     cut = threading.Timer(2 * timeout, _cut, args=(connection, fired))
     cut.daemon = True
     cut.start()
     try:
-        connection.request("POST", target.path, body=data, headers=headers)
+        connection.request(method, target.path, body=data, headers=headers)
         response = connection.getresponse()
         return Response(response.status, response.read(MAX_RESPONSE))
     except (OSError, http.client.HTTPException):
