@@ -542,6 +542,7 @@ def abort_step(
         role = role_of(actor)
         if role is None or role < Role.ENGINEER:
             raise RunError("Only an engineer (or higher) can abort a step.")
+    _may_stop(actor, run)
     who = actor.get_username() if actor is not None else "system"
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
@@ -564,7 +565,24 @@ def abort_step(
     return done
 
 
+ROLLBACK_STOP_ROLE = Role.LEAD
+
+
+def _may_stop(actor: Any, run: Run) -> None:
+    """An automatic rollback is what puts the database back: only a lead stops it (an engineer
+    would otherwise go around the lead-only cancel of its grace period)."""
+    if actor is None or not run.is_rollback:
+        return
+    role = role_of(actor)
+    if role is None or role < ROLLBACK_STOP_ROLE:
+        raise RunError(
+            f"Stopping an automatic rollback needs the {ROLLBACK_STOP_ROLE.label} role: it is "
+            "what puts the database back. A lead may cancel it within its grace period."
+        )
+
+
 def abort(actor: Actor, run: Run, reason: str) -> Run:
+    _may_stop(actor, run)
     reason = reason.strip()
     if not reason:
         raise RunError("Say why the run is aborted.")

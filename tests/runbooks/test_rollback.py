@@ -383,3 +383,28 @@ def test_bad_input_is_answered_clearly(engineer, lead, live_target, tmp_path):
     viewer = make_user("vic", "viewer")
     with pytest.raises(RollbackError, match="Only an engineer"):
         start_rollback(failed, "x", source="manual", actor=viewer)
+
+
+def test_an_engineer_cannot_stop_an_automatic_rollback_around_the_lead_only_cancel(
+    engineer, lead, live_target, tmp_path
+):
+    failed = deployed(engineer, live_target, tmp_path)
+    rb = start_rollback(failed, "health 100%", source="trigger:3 health", grace_seconds=30)
+    hold = rb.steps.get(step_id="hold")
+    with pytest.raises(engine.RunError, match="Stopping an automatic rollback needs the lead"):
+        engine.abort(engineer, rb, "I know better")
+    with pytest.raises(engine.RunError, match="Stopping an automatic rollback needs the lead"):
+        engine.abort_step(engineer, rb, hold, "I know better")
+    page = Client()
+    page.force_login(engineer)
+    body = page.get(rb.get_absolute_url()).content.decode()
+    assert "Abort the run" not in body and "data-abort-step" not in body
+    response = page.post(f"{rb.get_absolute_url()}abort/", {"reason": "I know better"}, follow=True)
+    assert "Stopping an automatic rollback needs the lead role" in response.content.decode()
+    rb.refresh_from_db()
+    assert rb.state == RunState.ACTIVE
+    # A lead may (and the audit says who).
+    engine.abort(lead, rb, "the trigger misfired: a known spike")
+    rb.refresh_from_db()
+    assert rb.state == RunState.ABORTED
+    assert AuditEvent.objects.filter(action="run.aborted", actor_name="leo").exists()
