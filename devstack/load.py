@@ -14,7 +14,10 @@ Each of ``clients`` threads has its own connection (``application_name`` ``runwa
 and loops over short transactions like the bot's, picked at random: a payment for a random user
 (read the user's plan, insert the payment), a user's plan changed (the seed schema has no
 ``last_seen``: the bot's other per-user write is its plan and ``is_active``), a channel added for
-a random user, a channel renamed. Between two transactions a client waits ``think`` seconds
+a random user, a channel renamed, a user logging in (the user read; the attempt recorded in the
+``auth_attempts`` table the load creates when it is missing, failing as a mistyped password does
+in ``AUTH_FAILURE_RATE`` (1%) of attempts, and always for a user who is gone). Between two
+transactions a client waits ``think`` seconds
 (default 10 ms), so eight clients make a few hundred transactions a second rather than saturating
 the machine.
 
@@ -26,8 +29,14 @@ lasts.
 
 ``serve(port)`` answers on 127.0.0.1 only:
 
-- ``GET /health``: 200 when the last transaction completed within ``HEALTHY_WITHIN`` (1 s), else
-  503; JSON ``{"healthy", "last_transaction_seconds_ago", "clients", "errors", "last_error"}``;
+- ``GET /health``: 200 when the application can do its work: the last transaction completed
+  within ``HEALTHY_WITHIN`` (1 s) and at most ``HEALTH_ERROR_SHARE`` (10%) of the transactions of
+  the last ``HEALTH_WINDOW`` (5 s) failed; else 503 (a migration that breaks one of its writes
+  shows so). JSON ``{"healthy", "why", "last_transaction_seconds_ago", "recent_failed_percent",
+  "clients", "errors", "last_error"}``;
+- ``GET /auth-failure-rate``: JSON ``{"value": percent, "attempts": n, "window_seconds": 60}``,
+  the share of the last minute's log-in attempts that failed (what a rollback trigger's custom
+  HTTP signal reads; the ``auth_attempts`` table serves a custom SQL one);
 - ``GET /stats?window=10&series=60``: the JSON of :meth:`Load.stats`: over the last ``window``
   seconds, transactions per second, p50/p99 latency, the longest stall and the stalled seconds;
   the same since start; one row per second for the last ``series`` seconds.
@@ -64,12 +73,27 @@ from psycopg import conninfo
 APPLICATION_NAME = "runway-demo-load"
 STALL_THRESHOLD = 0.1  # seconds without a completed transaction that count as stalled
 HEALTHY_WITHIN = 1.0  # /health: the last transaction completed at most this long ago
+HEALTH_WINDOW = 5.0  # /health: the seconds whose failed share it judges
+HEALTH_ERROR_SHARE = 0.1  # /health: more failed transactions than this in the window: 503
+AUTH_FAILURE_RATE = 0.01  # log-ins that fail (a mistyped password)
+AUTH_WINDOW = 60.0  # /auth-failure-rate: over the last minute
+AUTH_KEEP = "1 hour"  # auth_attempts rows kept in the database
 KEEP_SECONDS = 600.0  # raw completions kept for windowed stats
 CONNECT_TIMEOUT = 5
 PRICES = (Decimal("4.99"), Decimal("14.99"), Decimal("49.00"))
 TITLES = ("Crypto Digest", "Tech Weekly", "Travel Notes", "Football Daily", "AI Insider")
 # (name, weight): what the bot does most.
-KINDS = (("payment", 3), ("plan", 3), ("new_channel", 1), ("rename_channel", 3))
+KINDS = (("payment", 3), ("plan", 3), ("new_channel", 1), ("rename_channel", 3), ("login", 2))
+AUTH_TABLE = (
+    "CREATE TABLE IF NOT EXISTS auth_attempts (id bigserial PRIMARY KEY, user_id integer, "
+    "ok boolean NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+)
+AUTH_INDEX = "CREATE INDEX IF NOT EXISTS auth_attempts_at ON auth_attempts (at)"
+# The query a custom SQL rollback trigger reads: the last minute's failed share, in %.
+AUTH_FAILURE_SQL = (
+    "SELECT 100.0 * count(*) FILTER (WHERE NOT ok) / greatest(count(*), 1) "
+    "FROM auth_attempts WHERE at > now() - interval '1 minute'"
+)
 
 
 class LoadError(ValueError):
@@ -139,6 +163,7 @@ class Load:
         self._times = array("d")  # completion times (monotonic), in order
         self._latencies = array("f")  # seconds, same index
         self._errors: list[float] = []  # times of failed transactions (the last KEEP_SECONDS)
+        self._logins: list[tuple[float, bool]] = []  # (time, ok) of the last AUTH_WINDOW
         self._server: ThreadingHTTPServer | None = None
         self.started_at = 0.0
         self.port: int | None = None
@@ -174,6 +199,7 @@ class Load:
             for _ in range(self.clients):
                 conns.append(self._connect())
             users, channels = self._size_up(conns[0])
+            self._auth_table(conns[0])
         except BaseException as exc:
             for conn in conns:
                 conn.close()
@@ -215,6 +241,19 @@ class Load:
                 "(python -m devstack seed_target NAME --users 2000)."
             )
         return users, channels
+
+    def _auth_table(self, conn: psycopg.Connection) -> None:
+        """The log-in attempts' table, made when missing (LoadError when it cannot be)."""
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('runway-demo-auth-table'))")
+                conn.execute(AUTH_TABLE)
+                conn.execute(AUTH_INDEX)
+        except psycopg.errors.InsufficientPrivilege:
+            raise LoadError(
+                f"{self.where}: the load's role may not create the auth_attempts table (its "
+                "log-ins are recorded there): run it as the database's owner."
+            ) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the clients (cancelling the statement a client is blocked in) and the server."""
@@ -294,6 +333,13 @@ class Load:
                 "UPDATE users SET plan_id = %s, is_active = true WHERE id = %s",
                 (rng.randint(1, 4), user),
             )
+        elif kind == "login":
+            row = conn.execute("SELECT is_active FROM users WHERE id = %s", (user,)).fetchone()
+            ok = row is not None and rng.random() >= AUTH_FAILURE_RATE
+            conn.execute("INSERT INTO auth_attempts (user_id, ok) VALUES (%s, %s)", (user, ok))
+            if rng.random() < 0.001:  # now and then, forget the attempts older than AUTH_KEEP
+                conn.execute(f"DELETE FROM auth_attempts WHERE at < now() - interval '{AUTH_KEEP}'")
+            self._login(ok)
         elif kind == "new_channel":
             conn.execute(
                 "INSERT INTO channels (user_id, title) VALUES (%s, %s)",
@@ -324,6 +370,24 @@ class Load:
                 del self._latencies[:cut]
                 self._errors = [t for t in self._errors if t >= now - KEEP_SECONDS]
 
+    def _login(self, ok: bool) -> None:
+        # Recorded as the transaction runs (a failed commit then counts an attempt that never
+        # happened: rare, and only while the database fails).
+        with self._lock:
+            now = time.monotonic()
+            self._logins.append((now, ok))
+            if now - self._logins[0][0] > AUTH_WINDOW * 1.5:
+                self._logins = [x for x in self._logins if x[0] >= now - AUTH_WINDOW]
+
+    def auth_failure_rate(self) -> tuple[float, int]:
+        """The failed share of the last minute's log-in attempts, in %, and their number."""
+        with self._lock:
+            since = time.monotonic() - AUTH_WINDOW
+            recent = [ok for t, ok in self._logins if t >= since]
+        if not recent:
+            return 0.0, 0
+        return 100.0 * recent.count(False) / len(recent), len(recent)
+
     def _failed(self, exc: BaseException) -> None:
         text = str(exc).strip().splitlines()
         with self._lock:
@@ -345,7 +409,27 @@ class Load:
             return time.monotonic() - self._last
 
     def healthy(self) -> bool:
-        return bool(self._threads) and self.last_transaction_ago() <= HEALTHY_WITHIN
+        return not self.health()[0]
+
+    def health(self) -> tuple[str, float, float]:
+        """Why the application cannot do its work ('' when it can), how long ago its last
+        transaction completed, and the failed share of the last HEALTH_WINDOW's transactions (%)."""
+        with self._lock:
+            now = time.monotonic()
+            ago = now - self._last
+            since = now - HEALTH_WINDOW
+            done = len(self._times) - bisect_left(self._times, since)
+            failed = len(self._errors) - bisect_left(self._errors, since)
+        share = failed / (done + failed) if done + failed else 0.0
+        if not self._threads:
+            why = "not started"
+        elif ago > HEALTHY_WITHIN:
+            why = f"no transaction completed for {ago:.1f} s"
+        elif share > HEALTH_ERROR_SHARE:
+            why = f"{failed} of the last {HEALTH_WINDOW:g} s's {done + failed} transactions failed"
+        else:
+            why = ""
+        return why, ago, round(100 * share, 1)
 
     def stats(
         self,
@@ -452,14 +536,15 @@ class Load:
         """The HTTP status and JSON body for ``path`` (what the server sends)."""
         url = urlsplit(path)
         if url.path == "/health":
-            ago = self.last_transaction_ago()
-            healthy = bool(self._threads) and ago <= HEALTHY_WITHIN
+            why, ago, failed = self.health()
             with self._lock:
                 errors, last_error = self.error_count, self.last_error
-            return (200 if healthy else 503), {
-                "healthy": healthy,
+            return (503 if why else 200), {
+                "healthy": not why,
+                "why": why,
                 "last_transaction_seconds_ago": round(ago, 3),
                 "healthy_within_seconds": HEALTHY_WITHIN,
+                "recent_failed_percent": failed,
                 "clients": self.clients,
                 "errors": errors,
                 "last_error": last_error,
@@ -477,7 +562,16 @@ class Load:
                     f"in [0, {KEEP_SECONDS:.0f}]."
                 }
             return 200, self.stats(window, series=series)
-        return 404, {"error": f"no such page: {url.path}; try /health or /stats"}
+        if url.path == "/auth-failure-rate":
+            rate, attempts = self.auth_failure_rate()
+            return 200, {
+                "value": round(rate, 2),
+                "attempts": attempts,
+                "window_seconds": AUTH_WINDOW,
+            }
+        return 404, {
+            "error": f"no such page: {url.path}; try /health, /stats or /auth-failure-rate"
+        }
 
 
 def _quantile(ordered: list[float], q: float) -> float | None:

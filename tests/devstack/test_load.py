@@ -201,3 +201,70 @@ def test_the_command_serves_health_until_sigterm(target, tmp_path):
     assert f"load: 2 clients on {target.split('dbname=')[1].split()[0]}" in out
     assert f"http://127.0.0.1:{port}/health" in out
     assert "load: stopped" in out
+
+
+def test_health_turns_503_when_a_broken_schema_fails_its_writes_and_200_once_fixed(target, load):
+    load.start()
+    port = load.serve(0)
+    wait_until(lambda: load.completed >= 100, "the load running")
+    assert get(port, "/health")[0] == 200
+    # A migration that renames a column the application writes: its payments fail, the rest
+    # still commits (no stall), and /health says the application cannot do its work.
+    with psycopg.connect(target, password=TARGET_PASSWORD) as conn:
+        conn.execute("ALTER TABLE payments RENAME COLUMN currency TO currency_code")
+    try:
+        wait_until(lambda: get(port, "/health")[0] == 503, "/health 503", timeout=10)
+        status, body = get(port, "/health")
+        assert status == 503 and body["healthy"] is False
+        assert "failed" in body["why"] and body["recent_failed_percent"] > 10
+        assert body["last_transaction_seconds_ago"] < 1.0  # not a stall: it still commits
+        assert "currency" in body["last_error"]
+    finally:
+        with psycopg.connect(target, password=TARGET_PASSWORD) as conn:
+            conn.execute("ALTER TABLE payments RENAME COLUMN currency_code TO currency")
+    wait_until(lambda: get(port, "/health")[0] == 200, "/health back to 200", timeout=15)
+
+
+def test_health_turns_503_when_its_database_is_gone(make_target, pg_cluster):
+    name = f"load_gone_{time.monotonic_ns() % 10**6}"
+    dsn = make_target(name)
+    load = Load(dsn, 2, password=TARGET_PASSWORD)
+    try:
+        load.start()
+        port = load.serve(0)
+        wait_until(lambda: load.completed >= 50, "the load running")
+        assert get(port, "/health")[0] == 200
+        pg_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        # Its failing transactions first, then nothing completing at all: 503 throughout.
+        wait_until(lambda: get(port, "/health")[0] == 503, "/health 503", timeout=10)
+        wait_until(
+            lambda: "no transaction completed" in get(port, "/health")[1]["why"],
+            "no transaction for 1 s",
+            timeout=10,
+        )
+        status, body = get(port, "/health")
+        assert status == 503 and body["healthy"] is False
+        assert body["errors"] > 0 and body["last_error"]
+    finally:
+        load.stop()
+
+
+def test_it_logs_users_in_with_about_one_percent_failing_and_says_so(target, load):
+    load.start()
+    port = load.serve(0)
+    wait_until(lambda: load.auth_failure_rate()[1] >= 400, "400 log-in attempts", timeout=60)
+    status, body = get(port, "/auth-failure-rate")
+    assert status == 200 and body["window_seconds"] == 60
+    assert isinstance(body["value"], float | int) and 0 <= body["value"] < 5
+    assert body["attempts"] >= 400
+    load.stop()
+    # The same attempts in the database, for a custom SQL trigger (the demo's auth rule).
+    from devstack.load import AUTH_FAILURE_SQL
+
+    with psycopg.connect(target, password=TARGET_PASSWORD) as conn:
+        total, failed = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT ok) FROM auth_attempts"
+        ).fetchone()
+        rate = conn.execute(AUTH_FAILURE_SQL).fetchone()[0]
+    assert total >= 400 and 0 <= failed < total * 0.05
+    assert 0 <= float(rate) < 5
