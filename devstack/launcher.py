@@ -100,6 +100,9 @@ class Stack:
             ),
             "RUNWAY_BACKUP_PASSPHRASE_FILE": str(self.home / "secrets" / "backup-passphrase"),
             "RUNWAY_SECRETS_DIR": str(self.db_secrets),
+            # The rollback triggers poll the demo application's /health on 127.0.0.1 (a URL
+            # the webhook rules refuse unless private addresses are allowed).
+            "RUNWAY_WEBHOOK_ALLOW_PRIVATE": os.environ.get("RUNWAY_WEBHOOK_ALLOW_PRIVATE", "1"),
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -183,6 +186,10 @@ class Stack:
                 str(target_password_file),
                 "--users",
                 str(self.users),
+                "--load-port",
+                str(self.load_port),
+                "--sandbox-scripts",
+                str(self.home / "sandbox-scripts"),
             ],
             cwd=ROOT,
             env=env,
