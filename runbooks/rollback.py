@@ -366,20 +366,6 @@ def choose(db: ManagedDatabase, failed: Run, log: Callable[[str], None]) -> dict
 # --- Restore into the same database ---
 
 
-def terminate_sessions(conn: pg.Connection) -> list[dict[str, Any]]:
-    """End every other client session of ``conn``'s database; who they were and whether each
-    was ended."""
-    rows = conn.execute(
-        "SELECT pid, usename, application_name, state, pg_terminate_backend(pid) "
-        "FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-    ).fetchall()
-    return [
-        {"pid": r[0], "user": r[1], "application": r[2], "state": r[3], "ended": bool(r[4])}
-        for r in rows
-    ]
-
-
 def _pg_restore_argv(dsn: str, server_version: int, source: Path | None) -> list[str]:
     argv = [pg.client_tool("pg_restore", server_version), "--dbname", pg.tool_conninfo(dsn)]
     argv += ["--no-password", "--no-owner", "--no-privileges", "--exit-on-error"]
@@ -402,7 +388,7 @@ def restore_into(
     with pg.connect(db.dsn, password, timeout=settings.RUNWAY_CONNECT_TIMEOUT) as conn:
         conn.autocommit = True
         version = pg.server_version_num(conn)
-        ended = terminate_sessions(conn)
+        ended = pg.terminate_other_sessions(conn)
     for s in ended:
         log(
             f"session {s['pid']} ({s['application'] or s['user']}, {s['state']}) "

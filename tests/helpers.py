@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +443,58 @@ class SilentServer:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# --- Rollback triggers ---
+
+
+class Health:
+    """The application's /health, served on 127.0.0.1, its answer switched by the test."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = outer.body().encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.value = "0"
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/health"
+
+    def body(self) -> str:
+        return self.value
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rule_of(db: Any, signal: str) -> Any:
+    from dashboard.triggers import rules
+
+    return next(r for r in rules.rules_of(db) if r.signal == signal)
+
+
+def only(db: Any, signal: str, **values: Any) -> Any:
+    """Turn every rule of ``db`` off but ``signal``'s, set to ``values``."""
+    from dashboard.triggers import rules
+
+    for r in rules.rules_of(db):
+        r.enabled = r.signal == signal
+        r.save()
+    rule = rule_of(db, signal)
+    for k, v in values.items():
+        setattr(rule, k, v)
+    rule.enabled = True
+    rule.save()
+    return rule

@@ -1782,3 +1782,17 @@ def scalar_signal(conn: psycopg.Connection, query: str, timeout_ms: int = 5000) 
         return float(row[0])
     except (TypeError, ValueError):
         raise ValueError(f"the query returned {str(row[0])[:60]!r}, not a number") from None
+
+
+def terminate_other_sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """End every other client session of ``conn``'s database (before a restore into it); who
+    each was and whether it was ended."""
+    rows = conn.execute(
+        "SELECT pid, usename, application_name, state, pg_terminate_backend(pid) "
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    ).fetchall()
+    return [
+        {"pid": r[0], "user": r[1], "application": r[2], "state": r[3], "ended": bool(r[4])}
+        for r in rows
+    ]

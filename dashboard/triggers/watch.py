@@ -210,6 +210,10 @@ def fire(rule: Rule, watch: Watch, value: float, note: str) -> int:
                 )
                 firing.rollback_run_id = getattr(started, "pk", None)
                 outcome = f"rollback run #{firing.rollback_run_id} started"
+                # Rolled back: what the rules watched is undone (the rollback checks itself).
+                watch.state = Watch.State.ENDED
+                watch.ended_reason = f"rolled back by run #{firing.rollback_run_id}"
+                watch.save(update_fields=["state", "ended_reason"])
             except Exception as exc:  # noqa: BLE001 - recorded; the alert still goes out
                 log.exception("rollback of run %s could not start", watch.run_id)
                 outcome = f"the rollback could not start: {exc}"[:300]

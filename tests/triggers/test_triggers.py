@@ -6,15 +6,13 @@ Celery task is a one-line wrapper, run once on the real worker below)."""
 from __future__ import annotations
 
 import html
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.urls import reverse
-from helpers import make_database, wait_until
+from helpers import Health, make_database, only, rule_of, wait_until
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
@@ -52,59 +50,11 @@ def started() -> Iterator[list[tuple]]:
         hooks.register_rollback(before)
 
 
-class Health:
-    """The application's /health, served on 127.0.0.1, its answer switched by the test."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                body = outer.body().encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.value = "0"
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/health"
-
-    def body(self) -> str:
-        return self.value
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def health() -> Iterator[Health]:
     served = Health()
     yield served
     served.close()
-
-
-def rule_of(db, signal) -> Rule:
-    return next(r for r in rules.rules_of(db) if r.signal == signal)
-
-
-def only(db, signal, **values) -> Rule:
-    """Turn every rule of ``db`` off but ``signal``'s, set to ``values``."""
-    for r in rules.rules_of(db):
-        r.enabled = r.signal == signal
-        r.save()
-    rule = rule_of(db, signal)
-    for k, v in values.items():
-        setattr(rule, k, v)
-    rule.enabled = True
-    rule.save()
-    return rule
 
 
 def ticks_until_fired(rule: Rule, seconds: float = 30, every: float = 0.5) -> float:
@@ -156,6 +106,7 @@ def test_a_failing_health_url_fires_the_rollback_within_seconds(
     assert event.details["outcome"] == firing.outcome and verify().ok
     (told,) = Outbox.objects.filter(event="trigger.fired")
     assert told.user == engineer and told.database == live_target
+    assert Watch.objects.get(pk=w.pk).ended_reason == "rolled back by run #4242"
     watch.tick()
     assert Firing.objects.count() == 1  # once per watch
 
