@@ -4,9 +4,9 @@ Celery worker and beat (ticking the triggers every RUNWAY_TRIGGER_SECONDS), Redi
     .venv/bin/python bench/trigger_latency.py [--runs 3] [--users 300]
 
 The demo stack starts in a temporary home (devstack's launcher: cluster, Redis, Runway migrated,
-the demo databases seeded, worker, beat, web, the demo application). Each run: a deployment of
-analyticbot-staging (at 0017) to 0018 (an upgrade step only, on the worker), watched by its rules, of
-which only the health rule is on, pointed at a health URL served by this script. Once the
+the demo databases seeded, worker, beat, web, the demo application). Each run: a deployment
+of analyticbot-staging (at 0017) to 0018 (an upgrade step only, on the worker), watched by its
+rules, of which only the health rule is on, pointed at a health URL served by this script. Once the
 upgrade is done, the URL starts answering 503 (the condition arises, t0); measured: when the
 rule fired (t1), when the rollback run exists (t2: the rollback started) and when it finished
 (t3, the database back at 0017 by downgrade). Target: t2 - t0 at most 15 s.
@@ -103,14 +103,13 @@ def measure(args: argparse.Namespace, health: Health) -> None:
     from dashboard.backups.models import Backup, Validation
     from dashboard.databases.models import ManagedDatabase
     from dashboard.jobs.tasks import run_job
+    from dashboard.schema.analysis import pending_of
     from dashboard.triggers import rules
     from dashboard.triggers.models import Firing, Signal
     from runbooks import engine
     from runbooks.actions import REGISTRY
     from runbooks.loader import load_text
     from runbooks.models import Run, RunState, StepState
-
-    from dashboard.schema.analysis import pending_of
 
     db = ManagedDatabase.objects.get(name="analyticbot-staging")
     wait(lambda: pending_of(db).known, "the worker's first connection check", timeout=120)

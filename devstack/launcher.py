@@ -77,6 +77,7 @@ class Stack:
         self.load_port = load_port
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.cluster: Cluster | None = None
+        self.redis_url = ""
         self.logs = home / "logs"
         # The managed databases' password files, apart from Runway's own secrets (secrets/):
         # a database's password reference may only point in here (RUNWAY_SECRETS_DIR).
@@ -160,7 +161,8 @@ class Stack:
             dict(os.environ),
         )
         _wait_port(redis_port)
-        env = self.env(f"redis://127.0.0.1:{redis_port}/0")
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        env = self.env(self.redis_url)
         manage = [sys.executable, "manage.py"]
         say("Runway's database: migrate")
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)

@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.accounts.roles import Role, role_of
@@ -290,23 +291,26 @@ class Hold:
 
 
 def wait_for_upgrade(failed: Run, log: Callable[[str], None], timeout: float = STOP_TIMEOUT) -> str:
-    """Wait for the failed run's upgrade job (asked to stop) to end; '' when none is active."""
+    """Wait for the failed run's upgrade job (asked to stop) to end, and for any other of its
+    steps running now (its integrity check must not read the database while it is restored);
+    '' when none is."""
     deadline = time.monotonic() + timeout
     said = False
     while True:
         live = StepJob.objects.filter(
+            Q(step__action="schema.upgrade", state__in=(JobState.QUEUED, JobState.RUNNING))
+            | Q(state=JobState.RUNNING),
             step__run=failed,
-            step__action="schema.upgrade",
-            state__in=(JobState.QUEUED, JobState.RUNNING),
         ).first()
         if live is None:
             return ""
         if not said:
-            log(f"waiting for run #{failed.pk}'s upgrade (job #{live.pk}) to stop …")
+            log(f"waiting for run #{failed.pk}'s {live.step.step_id} (job #{live.pk}) to end …")
             said = True
         if time.monotonic() > deadline:
             return (
-                f"run #{failed.pk}'s upgrade (job #{live.pk}) had not stopped after {timeout:g} s"
+                f"run #{failed.pk}'s {live.step.step_id} (job #{live.pk}) had not ended after "
+                f"{timeout:g} s"
             )
         time.sleep(POLL)
 
