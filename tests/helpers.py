@@ -498,3 +498,33 @@ def only(db: Any, signal: str, **values: Any) -> Any:
     rule.enabled = True
     rule.save()
     return rule
+
+
+# --- Migration tests ---
+
+
+def migrate_to(targets: list[tuple[str, str]]) -> Any:
+    """Migrate Runway's database to ``targets`` (later migrations that need them are unapplied
+    too); the models as the database now has them: the state of exactly what is applied."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    MigrationExecutor(connection).migrate(targets)
+    fresh = MigrationExecutor(connection)
+    graph = fresh.loader.graph
+    applied = {node for node in fresh.loader.applied_migrations if node in graph.nodes}
+    heads = [
+        node
+        for node in applied
+        if not any(child.key in applied for child in graph.node_map[node].children)
+    ]
+    return fresh.loader.project_state(heads).apps
+
+
+def migrate_to_latest() -> None:
+    """Every app at its last migration again (after a test took some back)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())

@@ -4,7 +4,6 @@ the signal's unit and a short note, or raises SignalError saying why it could no
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from django.conf import settings
@@ -109,7 +108,3 @@ def baseline(rule: Rule, watch: Watch) -> float | None:
     samples = [measure(rule, watch)[0] for _ in range(3)]
     known = sorted(v for v in samples if v is not None)
     return known[len(known) // 2] if known else None
-
-
-def now() -> float:
-    return time.monotonic()

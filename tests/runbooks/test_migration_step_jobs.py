@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
-from helpers import make_database, make_user
+from helpers import make_database, make_user, migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,11 +14,15 @@ BEFORE = [("runbooks", "0001_initial")]
 AFTER = [("runbooks", "0002_step_jobs")]
 
 
+@pytest.fixture(autouse=True)
+def latest_after():
+    """The later migrations this test unapplies are applied again after it."""
+    yield
+    migrate_to_latest()
+
+
 def migrate(to: list[tuple[str, str]]) -> Any:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(to)
-    return executor.loader.project_state(to).apps
+    return migrate_to(to)
 
 
 def test_action_steps_become_steps_with_one_job_and_back() -> None:
@@ -88,4 +90,4 @@ def test_action_steps_become_steps_with_one_job_and_back() -> None:
         assert (steps["running"].state, steps["running"].output) == ("running", "so far")
         assert steps["running"].attempts == 2 and steps["queued"].state == "failed"
     finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("runbooks"))
+        migrate_to_latest()

@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
-from helpers import make_database
+from helpers import make_database, migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,14 +14,16 @@ BEFORE = [("schema", "0002_revisionanalysis")]
 AFTER = [("schema", "0003_gate_runs_and_rehearsals_are_jobs")]
 
 
+@pytest.fixture(autouse=True)
+def latest_after():
+    """The later migrations this test unapplies are applied again after it."""
+    yield
+    migrate_to_latest()
+
+
 def migrate(targets: list[tuple[str, str]]):
-    """Migrate the schema app to ``targets``; the models as they are then, every other app's
-    as its last migration leaves them."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    loader = MigrationExecutor(connection).loader
-    others = [node for node in loader.graph.leaf_nodes() if node[0] != "schema"]
-    return loader.project_state([*targets, *others]).apps
+    """Migrate to ``targets``; the models as the database then has them."""
+    return migrate_to(targets)
 
 
 def test_old_rows_take_the_lifecycles_states_and_give_them_back() -> None:
