@@ -258,6 +258,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.databases.tasks.check_all_connections",
         "schedule": RUNWAY_HEALTH_CHECK_MINUTES * 60.0,
     },
+    "check-backup-policies": {
+        "task": "dashboard.backups.tasks.check_backup_policies",
+        "schedule": 300.0,
+    },
     "prune-backups": {
         "task": "dashboard.backups.tasks.prune_backups",
         "schedule": 24 * 3600.0,

@@ -33,6 +33,8 @@ class BackupPolicy(models.Model):
         blank=True,
         help_text="file:///path or s3://bucket/prefix; empty for RUNWAY_BACKUP_STORAGE",
     )
+    # Since when the policy is not met, once someone was told (lapses.py); cleared when met.
+    missed_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"backup policy of {self.database}"

@@ -10,3 +10,11 @@ from dashboard.backups import retention
 @shared_task
 def prune_backups() -> None:
     retention.prune()
+
+
+@shared_task
+def check_backup_policies() -> list[str]:
+    """Every few minutes (beat): announce each backup policy that has just been missed."""
+    from dashboard.backups import lapses
+
+    return lapses.check()
