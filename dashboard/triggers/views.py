@@ -5,6 +5,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.accounts.refusals import role_refusal
 from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
 from dashboard.triggers import page, rules
@@ -20,17 +21,15 @@ def triggers(request: Request, name: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(Role.ENGINEER)
+@role_required(Role.VIEWER)
 def edit_rule(request: Request, name: str, rule_id: int) -> HttpResponse:
+    """Change one rule: an engineer on a staging database, a lead on production (the refusal
+    names the role this database needs)."""
     db = get_object_or_404(ManagedDatabase, name=name)
     rule = get_object_or_404(Rule, pk=rule_id, database=db)
-    form = RuleForm(request.POST, rule=rule)
     if not rules.may_change(request.user, db):
-        needed = rules.change_role(db).label
-        messages.error(
-            request, f"Changing the rollback triggers of {db.name} needs the {needed} role."
-        )
-        return render(request, "triggers/page.html", page.context(db, request.user), status=403)
+        return role_refusal(request, rules.change_role(db))
+    form = RuleForm(request.POST, rule=rule)
     if not form.is_valid():
         context = page.context(db, request.user, invalid=form)
         return render(request, "triggers/page.html", context, status=400)
