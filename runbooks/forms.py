@@ -25,7 +25,8 @@ class StartRunForm(forms.Form):
         super().__init__(*args, **kwargs)
         field = self.fields["runbook"]
         assert isinstance(field, forms.ChoiceField)
-        field.choices = [(b.id, b.title) for b in books.values()]
+        # A rollback starts from the run it rolls back (its triggers, or start_rollback).
+        field.choices = [(b.id, b.title) for b in books.values() if not b.automatic]
 
 
 class TickForm(forms.Form):

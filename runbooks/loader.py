@@ -33,7 +33,7 @@ import yaml
 ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ROLES = ("viewer", "engineer", "lead", "admin")
 KINDS = ("check", "action", "approval")
-RUNBOOK_KEYS = {"id", "title", "description", "scenario", "needs_target", "phases"}
+RUNBOOK_KEYS = {"id", "title", "description", "scenario", "needs_target", "automatic", "phases"}
 PHASE_KEYS = {"id", "title", "when", "steps"}
 STEP_KEYS = {
     "check": {"id", "check", "help", "required"},
@@ -96,6 +96,8 @@ class Runbook:
     description: str = ""
     scenario: str = ""
     needs_target: bool = False
+    # Started by Runway for another run (a rollback), never from the Start page.
+    automatic: bool = False
     phases: tuple[Phase, ...] = ()
     file: str = ""
 
@@ -110,6 +112,7 @@ class Runbook:
             "description": self.description,
             "scenario": self.scenario,
             "needs_target": self.needs_target,
+            "automatic": self.automatic,
             "phases": [p.to_json() for p in self.phases],
         }
 
@@ -188,6 +191,7 @@ def load_text(text: str, file: str, actions: Collection[str]) -> Runbook:
         description=_text(where, data.get("description", ""), "description", required=False),
         scenario=_text(where, data.get("scenario", ""), "scenario", required=False),
         needs_target=_bool(where, data.get("needs_target", False), "needs_target"),
+        automatic=_bool(where, data.get("automatic", False), "automatic"),
         phases=tuple(phases),
         file=file,
     )

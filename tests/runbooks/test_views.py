@@ -47,9 +47,11 @@ def test_an_engineer_starts_a_production_deployment_to_the_head(client, engineer
         ({"runbook": "nope", "database": "analyticbot"}, "Select a valid choice"),
         ({"runbook": "production-deployment", "database": "missing"}, "Select a valid choice"),
         (
-            {"runbook": "failed-migration-rollback", "database": "analyticbot", "target": "0017"},
+            {"runbook": "data-corruption-recovery", "database": "analyticbot", "target": "0017"},
             "takes no target",
         ),
+        # Started from the run it rolls back (its triggers, or start_rollback), never here.
+        ({"runbook": "failed-migration-rollback", "database": "analyticbot"}, "Select a valid"),
     ],
 )
 def test_bad_starts_say_why_and_create_nothing(client, engineer, analyticbot, data, message):
