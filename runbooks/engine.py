@@ -81,29 +81,7 @@ def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "")
             revisions=revisions,
             started_by=actor,
         )
-        needed = 0
-        for p_index, phase in enumerate(book.phases):
-            for position, step in enumerate(phase.steps):
-                count = step.count
-                if step.kind == "approval" and db.is_production:
-                    count = max(count, settings.RUNWAY_PRODUCTION_APPROVALS)
-                needed += count
-                StepRun.objects.create(
-                    run=run,
-                    phase_index=p_index,
-                    position=position,
-                    step_id=step.id,
-                    kind=step.kind,
-                    title=step.title,
-                    help=step.help,
-                    required=step.required,
-                    action=step.action,
-                    role=step.role,
-                    count=count,
-                    four_eyes=step.four_eyes,
-                )
-        run.required_approvals = needed
-        run.save(update_fields=["required_approvals"])
+        create_steps(run, book)
         record(
             actor,
             "run.started",
@@ -118,6 +96,34 @@ def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "")
         )
         _advance(run)
     return run
+
+
+def create_steps(run: Run, book: Runbook) -> None:
+    """The run's steps as the runbook lists them (approvals on production need at least
+    RUNWAY_PRODUCTION_APPROVALS), and how many approvals the run needs."""
+    needed = 0
+    for p_index, phase in enumerate(book.phases):
+        for position, step in enumerate(phase.steps):
+            count = step.count
+            if step.kind == "approval" and run.database.is_production:
+                count = max(count, settings.RUNWAY_PRODUCTION_APPROVALS)
+            needed += count
+            StepRun.objects.create(
+                run=run,
+                phase_index=p_index,
+                position=position,
+                step_id=step.id,
+                kind=step.kind,
+                title=step.title,
+                help=step.help,
+                required=step.required,
+                action=step.action,
+                role=step.role,
+                count=count,
+                four_eyes=step.four_eyes,
+            )
+    run.required_approvals = needed
+    run.save(update_fields=["required_approvals"])
 
 
 # --- Advancing ---

@@ -23,12 +23,9 @@ Every act is audited (``runbook.rollback_*``) with the ``rollback.started`` and
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -39,16 +36,16 @@ from django.utils import timezone
 
 from dashboard.accounts.roles import Role, role_of
 from dashboard.audit.chain import record
-from dashboard.backups import pipeline
-from dashboard.backups.models import Backup, DumpFormat
+from dashboard.backups import validation
+from dashboard.backups.models import Backup
 from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.jobs.models import JobState
-from dashboard.lib import gpg, pg, storage
+from dashboard.lib import gpg, pg
 from dashboard.notify import events
 from dashboard.notify.outbox import emit
 from runbooks import engine, library
-from runbooks.models import Run, RunState, StepJob, StepRun, StepState
+from runbooks.models import Run, RunState, StepJob, StepState
 
 RUNBOOK = "failed-migration-rollback"
 MAX_GRACE = 24 * 3600
@@ -128,22 +125,7 @@ def start_rollback(
             rollback_reason=reason,
             grace_until=now + timedelta(seconds=grace),
         )
-        for p_index, phase in enumerate(book.phases):
-            for position, step in enumerate(phase.steps):
-                StepRun.objects.create(
-                    run=rollback,
-                    phase_index=p_index,
-                    position=position,
-                    step_id=step.id,
-                    kind=step.kind,
-                    title=step.title,
-                    help=step.help,
-                    required=step.required,
-                    action=step.action,
-                    role=step.role,
-                    count=step.count,
-                    four_eyes=step.four_eyes,
-                )
+        engine.create_steps(rollback, book)
         details = {
             "rollback_of": failed.pk,
             "reason": reason,
@@ -370,22 +352,12 @@ def choose(db: ManagedDatabase, failed: Run, log: Callable[[str], None]) -> dict
 # --- Restore into the same database ---
 
 
-def _pg_restore_argv(dsn: str, server_version: int, source: Path | None) -> list[str]:
-    argv = [pg.client_tool("pg_restore", server_version), "--dbname", pg.tool_conninfo(dsn)]
-    argv += ["--no-password", "--no-owner", "--no-privileges", "--exit-on-error"]
-    argv += ["--clean", "--if-exists", "--single-transaction"]
-    argv += ["--format=custom"] if source is None else [str(source)]
-    return argv
-
-
 def restore_into(
     db: ManagedDatabase, backup: Backup, log: Callable[[str], None], tick: Callable[[], None]
 ) -> dict[str, Any]:
     """Restore ``backup`` into ``db`` itself: its other sessions ended, then the stored object
     streamed through ``gpg --decrypt | zstd -d | pg_restore --clean --if-exists
     --single-transaction`` (one transaction: on any error nothing changed). What it did."""
-    from dashboard.backups.validation import _Feeder
-
     passphrase = gpg.check_passphrase(settings.RUNWAY_BACKUP_PASSPHRASE)
     password = credentials.password(db)
     started = time.monotonic()
@@ -399,58 +371,16 @@ def restore_into(
             + ("ended" if s["ended"] else "could NOT be ended")
         )
     log(f"restoring backup #{backup.pk} into {db.name} (one transaction) …")
-    with ExitStack() as stack:
-        body = storage.open_read(backup.storage_url)
-        stack.callback(body.close)
-        opener = stack.enter_context(gpg.Gpg(passphrase))
-        chain = stack.enter_context(pipeline.Chain())
-        head = chain.start(
-            "gpg",
-            lambda err: opener.decrypt(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err),
-            gpg.explain,
-        )
-        pipeline.widen_pipe(head.stdin)
-        feeder = _Feeder(body, head.stdin)
-        feeder.start()
-        stack.callback(feeder.join)
-        unpack = pipeline.decompress_argv(backup.compression)
-        if unpack is not None:
-            head = chain.run(unpack[0], unpack, stdin=head.stdout, stdout=subprocess.PIPE)
-        env = pg.tool_env(password, options="-c statement_timeout=0")
-
-        def restore(source: Path | None, stdin: Any = None) -> None:
-            argv = _pg_restore_argv(db.dsn, version, source)
-            chain.start(
-                "pg_restore",
-                lambda err: subprocess.Popen(
-                    argv,
-                    stdin=stdin if source is None else subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    env=env,
-                ),
-                lambda rc, err: pg.explain_tool("pg_restore", rc, err),
-            )
-
-        if backup.format == DumpFormat.DIRECTORY:
-            folder = Path(stack.enter_context(pipeline.scratch_folder("runway-rollback-")))
-            chain.run(
-                "tar",
-                ["tar", "-x", "-C", str(folder)],
-                stdin=head.stdout,
-                stdout=subprocess.DEVNULL,
-            )
-            chain.wait(tick=tick)
-            restore(folder)
-        else:
-            upstream = head.stdout
-            restore(None, upstream)
-            upstream.close()  # type: ignore[union-attr]
-        chain.wait(tick=tick)
-        feeder.join()
-        if feeder.error is not None:
-            raise pipeline.BackupError(f"Reading the backup failed: {feeder.error}")
-        sha = feeder.sha.hexdigest() if feeder.complete else None
+    sha = validation.restore_backup(
+        backup,
+        db.dsn,
+        password,
+        passphrase,
+        version,
+        tick,
+        clean=True,
+        options="-c statement_timeout=0",
+    )
     seconds = round(time.monotonic() - started, 3)
     log(f"restored backup #{backup.pk} in {seconds:.2f} s")
     return {

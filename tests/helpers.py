@@ -528,3 +528,36 @@ def migrate_to_latest() -> None:
 
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+# --- Runs, stepped in process ---
+
+
+def drain(*runs: Any) -> None:
+    """Run the runs' queued step jobs in this process (what the worker does), in run, phase and
+    step order, until none is queued."""
+    from dashboard.jobs import lifecycle
+    from dashboard.jobs.models import JobState
+    from runbooks.models import StepJob
+
+    while True:
+        job = (
+            StepJob.objects.filter(step__run__in=runs, state=JobState.QUEUED)
+            .order_by("step__run", "step__phase_index", "step__position")
+            .first()
+        )
+        if job is None:
+            return
+        lifecycle.run("run_step", job.pk)
+
+
+def recorded_backup(run: Any, revision: str = "0016") -> Any:
+    """A completed backup row with a passed validation, given to ``run``: what lets its upgrade
+    run, for tests whose path never reads the backup itself."""
+    from dashboard.backups.models import Backup, Validation
+    from runbooks.models import Run
+
+    backup = Backup.objects.create(database=run.database, state="succeeded", revision=revision)
+    Validation.objects.create(backup=backup, state="succeeded", passed=True)
+    Run.objects.filter(pk=run.pk).update(backup=backup)
+    return backup

@@ -217,10 +217,14 @@ def restore_backup(
     passphrase: str,
     server_version: int,
     tick: Callable[[], None],
+    *,
+    clean: bool = False,
+    options: str = RESTORE_OPTIONS,
 ) -> str | None:
     """Stream the backup into the (empty) database ``scratch_dsn``; the sha256 of what was read
     (None when the read stopped early). ``tick`` is called while the tools run (a heartbeat; it
-    may raise to stop them)."""
+    may raise to stop them). ``clean``: into a database that has the objects (a rollback's
+    restore into the database itself, one transaction: see ``pg.pg_restore``)."""
     with ExitStack() as stack:
         body = storage.open_read(backup.storage_url)
         stack.callback(body.close)
@@ -250,7 +254,8 @@ def restore_backup(
                     stdin=stdin,
                     stderr=err,
                     server_version=server_version,
-                    options=RESTORE_OPTIONS,
+                    options=options,
+                    clean=clean,
                 ),
                 lambda rc, err: pg.explain_tool("pg_restore", rc, err),
             )

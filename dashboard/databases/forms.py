@@ -22,6 +22,7 @@ from dashboard.lib import pg
 from dashboard.lib.alembic import NotAnAlembicProject, read_scripts
 from dashboard.lib.alembic import project as alembic_project
 from dashboard.lib.secrets import SecretError
+from dashboard.schema.snapshot import MODES as SNAPSHOT_MODES
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 SCRIPT_LOCATION_HELP = (
@@ -31,8 +32,13 @@ SCRIPT_LOCATION_HELP = (
 )
 
 
-class CriticalTablesField(forms.CharField):
-    """Comma- or newline-separated table names, optionally schema-qualified."""
+class _NamesField(forms.CharField):
+    """Comma- or newline-separated names, each one ``valid``; once each, in order."""
+
+    message = ""
+
+    def valid(self, name: str) -> bool:
+        raise NotImplementedError
 
     def prepare_value(self, value: object) -> object:
         if isinstance(value, list):
@@ -41,16 +47,21 @@ class CriticalTablesField(forms.CharField):
 
     def to_python(self, value: str | None) -> list[str]:  # type: ignore[override]
         names = [n.strip() for n in re.split(r"[,\n]", value or "") if n.strip()]
-        bad = [n for n in names if not _TABLE.match(n)]
+        bad = [n[:100] for n in names if not self.valid(n)]
         if bad:
-            raise forms.ValidationError(
-                "Not a table name: %(bad)s (use table or schema.table).",
-                params={"bad": ", ".join(bad)},
-            )
+            raise forms.ValidationError(self.message, params={"bad": ", ".join(bad)})
         return list(dict.fromkeys(names))
 
 
-SNAPSHOT_MODES = ("sampled", "full", "count")  # dashboard/schema/snapshot.py's MODES
+class CriticalTablesField(_NamesField):
+    """Table names, optionally schema-qualified."""
+
+    message = "Not a table name: %(bad)s (use table or schema.table)."
+
+    def valid(self, name: str) -> bool:
+        return bool(_TABLE.match(name))
+
+
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){1,2}$")
 
 
@@ -83,23 +94,13 @@ class SnapshotModesField(forms.CharField):
         return modes
 
 
-class ColumnsField(forms.CharField):
-    """``table.column`` names, comma- or newline-separated."""
+class ColumnsField(_NamesField):
+    """``table.column`` names."""
 
-    def prepare_value(self, value: object) -> object:
-        if isinstance(value, list):
-            return ", ".join(value)
-        return value
+    message = "Not a table.column: %(bad)s (e.g. users.last_seen_at)."
 
-    def to_python(self, value: str | None) -> list[str]:  # type: ignore[override]
-        names = [n.strip() for n in re.split(r"[,\n]", value or "") if n.strip()]
-        bad = [n[:100] for n in names if not _name(n, _COLUMN)]
-        if bad:
-            raise forms.ValidationError(
-                "Not a table.column: %(bad)s (e.g. users.last_seen_at).",
-                params={"bad": ", ".join(bad)},
-            )
-        return list(dict.fromkeys(names))
+    def valid(self, name: str) -> bool:
+        return _name(name, _COLUMN)
 
 
 TIMEOUTS_EXAMPLE = '{"3c2e1f9a": 3600}'

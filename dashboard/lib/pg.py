@@ -643,13 +643,20 @@ def pg_restore(
     stdin: Any = None,
     stderr: Any = None,
     options: str = "",
+    clean: bool = False,
 ) -> subprocess.Popen:
     """Start pg_restore into ``dsn``'s database without owners or privileges, stopping at the
-    first error: from ``stdin`` (custom format) when ``source`` is None, else from ``source``."""
+    first error: from ``stdin`` (custom format) when ``source`` is None, else from ``source``.
+    ``clean``: into a database that has the objects already, dropping each first, in one
+    transaction (so a failure leaves it as it was; ``jobs`` is then 1)."""
     argv = [client_tool("pg_restore", server_version), "--dbname", tool_conninfo(dsn)]
     argv += ["--no-password", "--no-owner", "--no-privileges", "--exit-on-error"]
+    if clean:
+        argv += ["--clean", "--if-exists", "--single-transaction"]
     if source is None:
         argv += ["--format=custom"]
+    elif clean:
+        argv += [str(source)]
     else:
         argv += ["--jobs", str(jobs), str(source)]
     return subprocess.Popen(

@@ -266,28 +266,26 @@ class Comparison:
 
 def _compare_table(
     conn: pg.Connection, before: TableSnapshot, app_writes: set[str]
-) -> tuple[list[Finding], TableSnapshot]:
+) -> list[Finding]:
+    """What of one table's snapshot is gone or changed now."""
     t = before.table
+    if not before.exists:
+        return []  # a table the run may create
     shape = pg.table_shape(conn, t)
     if shape is None:
-        if not before.exists:
-            return [], before
-        return [Finding(t, "table dropped", before.rows)], TableSnapshot(t, before.mode, 0, False)
-    after = TableSnapshot(t, before.mode, 0, columns=list(shape.columns), key=shape.key)
+        return [Finding(t, "table dropped", before.rows)]
     findings: list[Finding] = []
-    if not before.exists:
-        return [], after
     for column in before.columns:
         if column not in shape.columns:
             findings.append(Finding(t, "column dropped", before.rows, column=column))
 
     key = before.key if before.key in shape.columns else None
     if key is None:
-        after.rows = pg.count_rows(conn, t)
-        if after.rows < before.rows:
+        rows = pg.count_rows(conn, t)
+        if rows < before.rows:
             detail = "no integer key: counted only, so inserts meanwhile can hide deletions"
-            findings.append(Finding(t, "rows fewer", before.rows - after.rows, detail=detail))
-        return findings, after
+            findings.append(Finding(t, "rows fewer", before.rows - rows, detail=detail))
+        return findings
 
     compared = [
         c
@@ -297,7 +295,6 @@ def _compare_table(
     if before.islands is not None:
         expected = sum(b - a + 1 for a, b in before.islands)
         present = pg.rows_in_islands(conn, t, key, before.islands) if expected else 0
-        after.rows = present
         if present < expected:
             keys = pg.missing_keys(conn, t, key, before.islands, KEYS_SHOWN)
             findings.append(Finding(t, "rows deleted", expected - present, keys=keys))
@@ -311,7 +308,6 @@ def _compare_table(
                 ranges.append(_segment_range(before, segment))
                 if rows - now == 1:  # exactly one gone: its key is what the sum lost
                     keys.append(keysum - now_sum)
-        after.rows = sum(v[0] for v in counts.values())
         if lost:
             shown = sorted(keys)[:KEYS_SHOWN]
             findings.append(Finding(t, "rows deleted", lost, keys=shown, key_ranges=ranges))
@@ -343,7 +339,7 @@ def _compare_table(
             )
     if before.mode == "full" and before.segments:
         findings += _full_changes(conn, before, key, compared, findings)
-    return findings, after
+    return findings
 
 
 def _segment_range(snap: TableSnapshot, segment: int) -> tuple[int, int]:
@@ -405,8 +401,7 @@ def compare(
     findings: list[Finding] = []
     with pg.read_only_snapshot(conn):
         for snap in before:
-            found, _ = _compare_table(conn, snap, writes)
-            findings += found
+            findings += _compare_table(conn, snap, writes)
     for finding in findings:
         for expectation in expectations or []:
             if expectation.covers(finding):

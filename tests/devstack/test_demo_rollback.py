@@ -13,13 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.management import call_command
-from helpers import BACKUP_PASSPHRASE, TARGET_PASSWORD, TARGET_ROLE
+from helpers import BACKUP_PASSPHRASE, TARGET_PASSWORD, TARGET_ROLE, drain
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
 from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
-from dashboard.jobs.models import JobState
 from dashboard.schema.status import scripts_of
 from dashboard.triggers import watch
 from dashboard.triggers.models import Firing, Rule, Signal
@@ -28,7 +27,7 @@ from devstack import demo
 from devstack.load import AUTH_FAILURE_SQL
 from devstack.management.commands.setup_demo import Command
 from runbooks import engine, library
-from runbooks.models import Run, RunState, StepJob, StepState
+from runbooks.models import Run, RunState, StepState
 
 pytestmark = pytest.mark.django_db
 DBNAMES = [t.dbname for t in demo.TARGETS]
@@ -119,18 +118,6 @@ def test_setup_demo_registers_the_sandbox_with_0021_pending_and_the_triggers_onc
     health.refresh_from_db()
     assert health.config == {"url": "http://127.0.0.1:9999/health"}
     assert verify().ok
-
-
-def drain(*runs: Run) -> None:
-    while True:
-        job = (
-            StepJob.objects.filter(step__run__in=runs, state=JobState.QUEUED)
-            .order_by("step__run", "step__phase_index", "step__position")
-            .first()
-        )
-        if job is None:
-            return
-        jobs.run("run_step", job.pk)
 
 
 def test_the_sandbox_cleanup_is_caught_and_rolled_back_on_its_own(

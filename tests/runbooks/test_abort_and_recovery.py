@@ -27,10 +27,16 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from helpers import alembic_project, make_user, runbook, wait_until, worker_process
+from helpers import (
+    alembic_project,
+    make_user,
+    recorded_backup,
+    runbook,
+    wait_until,
+    worker_process,
+)
 
 from dashboard.audit.models import AuditEvent
-from dashboard.backups.models import Backup, Validation
 from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
 from dashboard.jobs.tasks import run_job
@@ -121,9 +127,7 @@ def start_upgrade(engineer: Any, db: Any, settings: Any, queue: str) -> tuple[Ru
     """A run whose upgrade step has a completed, validated backup, sent to ``queue``."""
     settings.RUNWAY_JOB_QUEUE = f"{queue}-nobody"  # the engine's own message goes nowhere
     run = engine.start_run(engineer, runbook(UPGRADE_THEN_APPROVE), db, "r3")
-    backup = Backup.objects.create(database=db, state="succeeded", revision="0016")
-    Validation.objects.create(backup=backup, state="succeeded", passed=True)
-    Run.objects.filter(pk=run.pk).update(backup=backup)
+    recorded_backup(run)
     job = run.steps.get(step_id="upgrade").job
     settings.RUNWAY_JOB_QUEUE = queue
     run_job.apply_async(("run_step", job.pk), queue=queue)
@@ -352,9 +356,7 @@ def test_an_abort_while_it_waits_for_a_conflicting_session_stops_before_anything
     db.save()
     settings.RUNWAY_JOB_QUEUE = f"nobody-{os.getpid()}"
     run = engine.start_run(engineer, runbook(UPGRADE_THEN_APPROVE), db, "r1")
-    backup = Backup.objects.create(database=db, state="succeeded", revision="0016")
-    Validation.objects.create(backup=backup, state="succeeded", passed=True)
-    Run.objects.filter(pk=run.pk).update(backup=backup)
+    recorded_backup(run)
     job = run.steps.get(step_id="upgrade").job
     with pg.connect(db.dsn, resolve(db.password_ref), application_name="weekly-export") as reader:
         reader.execute("BEGIN")

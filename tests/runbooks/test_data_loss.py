@@ -10,16 +10,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import alembic_project, runbook
+from helpers import alembic_project, drain, recorded_backup, runbook
 
-from dashboard.backups.models import Backup, Validation
-from dashboard.jobs import lifecycle as jobs
-from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
 from dashboard.schema.models import DataSnapshot
 from runbooks import engine
-from runbooks.models import Run, StepJob, StepState
+from runbooks.models import Run, StepState
 
 pytestmark = pytest.mark.django_db
 
@@ -72,22 +69,12 @@ class Application:
         self.thread.join(10)
 
 
-def drain(run: Run) -> None:
-    while True:
-        job = StepJob.objects.filter(step__run=run, state=JobState.QUEUED).first()
-        if job is None:
-            return
-        jobs.run("run_step", job.pk)
-
-
 def deploy(engineer: Any, db: Any, tmp_path: Any, body: str) -> Run:
     db.script_location = str(alembic_project(tmp_path / "app", ("t1", "0016", body)))
     db.application_writes = ["users.plan_id"]
     db.save()
     run = engine.start_run(engineer, runbook(UPGRADE_THEN_VERIFY), db, "t1")
-    backup = Backup.objects.create(database=db, state="succeeded", revision="0016")
-    Validation.objects.create(backup=backup, state="succeeded", passed=True)
-    Run.objects.filter(pk=run.pk).update(backup=backup)
+    recorded_backup(run)
     with Application(db):
         drain(run)
     run.refresh_from_db()

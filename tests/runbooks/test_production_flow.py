@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from helpers import BACKUP_PASSPHRASE
+from helpers import BACKUP_PASSPHRASE, drain
 
-from dashboard.jobs import lifecycle as jobs
-from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
 from runbooks import engine, library
-from runbooks.models import RunState, StepJob, StepState
+from runbooks.models import RunState, StepState
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +17,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def passphrase(settings):
     settings.RUNWAY_BACKUP_PASSPHRASE = BACKUP_PASSPHRASE
-
-
-def drain(run):
-    """Run the queued step jobs in-process (what the worker does), until none is queued."""
-    while True:
-        queued = StepJob.objects.filter(step__run=run, state=JobState.QUEUED)
-        job = queued.order_by("step__phase_index", "step__position").first()
-        if job is None:
-            return
-        jobs.run("run_step", job.pk)
 
 
 def tick_open(engineer, run):

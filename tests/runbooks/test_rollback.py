@@ -14,18 +14,16 @@ import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
-from helpers import BACKUP_PASSPHRASE, ROOT, make_user, runbook
+from helpers import BACKUP_PASSPHRASE, ROOT, drain, make_user, recorded_backup, runbook
 
 from dashboard.audit.chain import verify
 from dashboard.audit.models import AuditEvent
-from dashboard.backups.models import Backup, Validation
-from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
 from dashboard.notify.models import Outbox
 from runbooks import engine
-from runbooks.models import Run, RunState, StepJob, StepState
+from runbooks.models import Run, RunState, StepState
 from runbooks.rollback import RollbackError, cancel_rollback, start_rollback
 
 pytestmark = pytest.mark.django_db
@@ -92,18 +90,6 @@ def project(folder: Path, *revisions: tuple[str, str, str, str]) -> Path:
     return folder
 
 
-def drain(*runs: Run) -> None:
-    while True:
-        job = (
-            StepJob.objects.filter(step__run__in=runs, state=JobState.QUEUED)
-            .order_by("step__run", "step__phase_index", "step__position")
-            .first()
-        )
-        if job is None:
-            return
-        jobs.run("run_step", job.pk)
-
-
 def connect(db: Any) -> Any:
     return pg.connect(db.dsn, resolve(db.password_ref))
 
@@ -116,9 +102,7 @@ def scalar(db: Any, sql: str) -> Any:
 def fake_backup(run: Run) -> None:
     """The downgrade path never reads the backup: a recorded, validated one lets the upgrade
     run."""
-    backup = Backup.objects.create(database=run.database, state="succeeded", revision="0016")
-    Validation.objects.create(backup=backup, state="succeeded", passed=True)
-    Run.objects.filter(pk=run.pk).update(backup=backup)
+    recorded_backup(run)
 
 
 def steps_of(run: Run) -> dict[str, Any]:

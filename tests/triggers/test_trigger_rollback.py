@@ -5,17 +5,14 @@ failed-migration rollback runs (downgrade) and the database is back at the pre-r
 from __future__ import annotations
 
 import pytest
-from helpers import Health, only, runbook
+from helpers import Health, drain, only, recorded_backup, runbook
 
-from dashboard.backups.models import Backup, Validation
-from dashboard.jobs import lifecycle as jobs
-from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
 from dashboard.triggers import watch
 from dashboard.triggers.models import Firing, Signal, Watch
 from runbooks import engine
-from runbooks.models import Run, RunState, StepJob
+from runbooks.models import Run, RunState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,14 +30,6 @@ phases:
 """
 
 
-def drain(*runs: Run) -> None:
-    while True:
-        job = StepJob.objects.filter(step__run__in=runs, state=JobState.QUEUED).first()
-        if job is None:
-            return
-        jobs.run("run_step", job.pk)
-
-
 def test_a_failing_health_check_after_the_deployment_rolls_it_back(engineer, live_target, settings):
     settings.RUNWAY_WEBHOOK_ALLOW_PRIVATE = True
     settings.RUNWAY_JOB_QUEUE = "nobody"  # the step jobs run here, in process
@@ -54,9 +43,7 @@ def test_a_failing_health_check_after_the_deployment_rolls_it_back(engineer, liv
             grace_seconds=0,
         )
         run = engine.start_run(engineer, runbook(DEPLOY), live_target, "0017")
-        backup = Backup.objects.create(database=live_target, state="succeeded", revision="0016")
-        Validation.objects.create(backup=backup, state="succeeded", passed=True)
-        Run.objects.filter(pk=run.pk).update(backup=backup)
+        recorded_backup(run)
         drain(run)
         run.refresh_from_db()
         assert run.state == RunState.COMPLETED
