@@ -14,8 +14,10 @@ from dashboard.lib import alembic
 from dashboard.schema import analysis, gates, rehearsal
 from dashboard.schema.acceptance import AcceptanceError, accept
 from dashboard.schema.forms import AcceptFindingForm
+from dashboard.schema.freshness import freshness
 from dashboard.schema.graph import draw
 from dashboard.schema.models import GateRun, Rehearsal, RiskAcceptance
+from dashboard.schema.origins import gate_run_origins
 from dashboard.schema.status import last_good_check, status_of
 
 
@@ -137,12 +139,30 @@ def accept_finding(request: Request, name: str, rev: str) -> HttpResponse:
 # --- Preflight: gates and rehearsal ---
 
 
-def _live(db: ManagedDatabase) -> dict[str, Any]:
-    run = db.gate_runs.select_related("requested_by").first()
-    rehearsed = db.rehearsals.select_related("requested_by", "backup").first()
+RECENT = 6  # gate runs and rehearsals listed on the preflight page, newest first
+
+
+def _live(db: ManagedDatabase, pending: analysis.Pending | None = None) -> dict[str, Any]:
+    """The newest gate run and rehearsal, each with whether it is current (freshness), and the
+    recent ones with theirs and, for a gate run a runbook ran, its run."""
+    pending = pending if pending is not None else analysis.pending_of(db)
+    runs = list(db.gate_runs.select_related("requested_by")[:RECENT])
+    rehearsals = list(db.rehearsals.select_related("requested_by", "backup")[:RECENT])
+    origins = gate_run_origins(db.name, [r.pk for r in runs])
+    recent_runs = [
+        {"run": r, "fresh": freshness(r, pending), "origin": origins.get(r.pk)} for r in runs
+    ]
+    recent_rehearsals = [{"rehearsed": r, "fresh": freshness(r, pending)} for r in rehearsals]
+    run = runs[0] if runs else None
+    rehearsed = rehearsals[0] if rehearsals else None
     return {
         "run": run,
+        "run_fresh": recent_runs[0]["fresh"] if run else None,
+        "run_origin": origins.get(run.pk) if run else None,
         "rehearsed": rehearsed,
+        "rehearsed_fresh": recent_rehearsals[0]["fresh"] if rehearsed else None,
+        "recent_runs": recent_runs,
+        "recent_rehearsals": recent_rehearsals,
         "active": bool((run and not run.is_done) or (rehearsed and not rehearsed.is_done)),
     }
 
@@ -151,13 +171,14 @@ def _live(db: ManagedDatabase) -> dict[str, Any]:
 @role_required(Role.VIEWER)
 def preflight(request: Request, name: str) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
-    live = _live(db)
     if request.htmx:
+        live = _live(db)
         response = render(request, "schema/_preflight_live.html", {"db": db, **live})
         if not live["active"]:
             response.status_code = HttpResponseStopPolling.status_code
         return response
     pending, reports = _pending_reports(db)
+    live = _live(db, pending)
     context = {
         "db": db,
         **live,
@@ -207,7 +228,14 @@ def rehearse(request: Request, name: str) -> HttpResponse:
 def gate_run(request: Request, name: str, run_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     run = get_object_or_404(GateRun.objects.filter(database=db), pk=run_id)
-    return render(request, "schema/gate_run.html", {"db": db, "run": run, "nav": "overview"})
+    context = {
+        "db": db,
+        "run": run,
+        "run_fresh": freshness(run, analysis.pending_of(db)),
+        "run_origin": gate_run_origins(db.name, [run.pk]).get(run.pk),
+        "nav": "overview",
+    }
+    return render(request, "schema/gate_run.html", context)
 
 
 @require_GET
@@ -215,5 +243,10 @@ def gate_run(request: Request, name: str, run_id: int) -> HttpResponse:
 def rehearsal_detail(request: Request, name: str, rehearsal_id: int) -> HttpResponse:
     db = get_object_or_404(ManagedDatabase, name=name)
     found = get_object_or_404(Rehearsal.objects.filter(database=db), pk=rehearsal_id)
-    context = {"db": db, "rehearsed": found, "nav": "overview"}
+    context = {
+        "db": db,
+        "rehearsed": found,
+        "rehearsed_fresh": freshness(found, analysis.pending_of(db)),
+        "nav": "overview",
+    }
     return render(request, "schema/rehearsal.html", context)
