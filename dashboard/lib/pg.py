@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,6 +631,36 @@ def pg_dump(
     return subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=tool_env(password)
     )
+
+
+def schema_dump(
+    dsn: str,
+    password: str | None,
+    *,
+    server_version: int | None = None,
+    exclude_tables: Sequence[str] = (),
+    timeout: float = 300,
+) -> str:
+    """The schema of ``dsn``'s database as plain SQL (``pg_dump --schema-only`` without owners
+    or privileges), ``exclude_tables`` (pg_dump patterns) left out; waits at most 10 s for a
+    table's lock and ``timeout`` s in all. ToolFailed when pg_dump fails."""
+    argv = [client_tool("pg_dump", server_version), "--dbname", tool_conninfo(dsn)]
+    argv += ["--no-password", "--schema-only", "--no-owner", "--no-privileges"]
+    argv += ["--format=plain", "--lock-wait-timeout=10000"]
+    argv += [f"--exclude-table={pattern}" for pattern in exclude_tables]
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=tool_env(password),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolFailed("pg_dump", f"pg_dump failed: no schema after {timeout:g} s") from exc
+    if done.returncode != 0:
+        raise explain_tool("pg_dump", done.returncode, done.stderr.decode(errors="replace"))
+    return done.stdout.decode(errors="replace")
 
 
 def pg_restore(

@@ -9,9 +9,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from dashboard.databases.models import ManagedDatabase
 from dashboard.jobs.models import Job
+from dashboard.schema.schema_diff import SchemaChange, compare
 
 
 class RiskAcceptance(models.Model):
@@ -138,12 +140,28 @@ class Rehearsal(Job):
     total_seconds = models.FloatField(null=True, blank=True)
     longest_lock_wait_ms = models.FloatField(null=True, blank=True)
     drop_error = models.TextField(blank=True)
+    # The copy's schema before the revisions ran and after them (after the failing one, on a
+    # failed rehearsal), as schema_diff.normalize describes it, at most schema_diff.LIMIT_BYTES
+    # each; "" when it could not be read (the worker's log says why).
+    schema_before = models.TextField(blank=True)
+    schema_after = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
 
     def __str__(self) -> str:
         return f"rehearsal {self.pk} of {self.database.name}"
+
+    @cached_property
+    def schema_change(self) -> SchemaChange | None:
+        """The revisions' schema change on the copy, for templates/schema/_schema_diff.html;
+        None when neither schema was read (an older rehearsal, or none was made)."""
+        if not self.schema_before and not self.schema_after:
+            return None
+        if not self.schema_before or not self.schema_after:
+            missing = "before" if not self.schema_before else "after"
+            return SchemaChange([], f"The copy's schema {missing} the revisions was not read.")
+        return compare(self.schema_before, self.schema_after)
 
     def timing_of(self, revision: str) -> dict[str, object] | None:
         return next((t for t in self.timings if t.get("revision") == revision), None)

@@ -8,14 +8,17 @@ the job lifecycle for it (job kind ``rehearsal``); :func:`perform` is its work, 
    the source's own server when nobody is connected to the source and its role may copy it
    (method "template"), else by restoring the newest completed backup with a passed validation
    onto the scratch server, as a validation does (method "backup");
-2. checks that the copy is at the revision the rehearsal was requested from;
+2. checks that the copy is at the revision the rehearsal was requested from, and reads its
+   schema (``pg_dump --schema-only``, normalized by :mod:`.schema_diff`): ``schema_before``;
 3. runs each pending revision, oldest first, the way the database's revisions run in a deployment
    (:mod:`.runners`: Runway's online environment, or the project's own alembic), timing each
    (connecting included) while this thread samples ``pg_locks`` of
    the copy every 50 ms for backends waiting on a lock: the longest wait seen is the revision's
    ``lock_wait_ms``. A copy has no application traffic, so a wait there comes from the revision
    itself (a second session it opens, ``CREATE INDEX CONCURRENTLY`` waiting for transactions);
-4. drops the copy (``DROP DATABASE ... WITH (FORCE)``) whatever happened.
+4. reads the copy's schema again, whatever happened to the revisions (``schema_after``: on a
+   failed rehearsal, the schema the failure left); a schema that cannot be read is left empty;
+5. drops the copy (``DROP DATABASE ... WITH (FORCE)``) whatever happened.
 
 ``total_seconds`` is the sum of the revisions' times: what the deployment would take on
 data like production's (the copy itself is ``copy_seconds``). A failing revision stops the
@@ -51,7 +54,7 @@ from dashboard.databases.models import ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
 from dashboard.lib import alembic, gpg, pg
-from dashboard.schema import execution, runners
+from dashboard.schema import execution, runners, schema_diff
 from dashboard.schema.models import Rehearsal
 from dashboard.schema.status import last_good_check, status_of
 
@@ -135,9 +138,10 @@ def request_rehearsal(
 def latest_rehearsal(db: ManagedDatabase, revisions: Sequence[str]) -> Rehearsal | None:
     """The newest succeeded rehearsal of exactly ``revisions`` (oldest first) on ``db``: the
     timings the pages, the approval and the execution trigger use. A failed, interrupted or
-    cancelled one times nothing."""
+    cancelled one times nothing. Its schemas (up to 2 MB each) are read when asked for."""
     return (
         Rehearsal.objects.filter(database=db, state=JobState.SUCCEEDED, revisions=list(revisions))
+        .defer("schema_before", "schema_after")
         .order_by("-finished_at", "-pk")
         .first()
     )
@@ -158,6 +162,9 @@ class _Outcome:
     # Where the copy lives (a DSN of an existing database there, and its password): set before
     # the copy is made, so that it is dropped whatever happens next.
     server: tuple[str, str | None] | None = None
+    # The copy's schema before and after the revisions (schema_diff.normalize, bounded).
+    schema_before: str = ""
+    schema_after: str = ""
 
 
 @dataclass
@@ -245,7 +252,12 @@ def _rehearse(rehearsal: Rehearsal, outcome: _Outcome, context: jobs.Context) ->
                     f"{rehearsal.database.name} was at {', '.join(rehearsal.from_revisions)} when "
                     "the rehearsal was requested: check its connection and rehearse again."
                 )
-            _run_revisions(rehearsal, copy, watcher, outcome, context)
+            outcome.schema_before = _schema_of(rehearsal, copy, watcher, "before")
+            try:
+                _run_revisions(rehearsal, copy, watcher, outcome, context)
+            finally:
+                if not context.lost:  # else the reaper drops the copy
+                    outcome.schema_after = _schema_of(rehearsal, copy, watcher, "after")
     finally:
         if outcome.server is not None:
             outcome.drop_error = validation.drop_scratch(*outcome.server, name).replace(
@@ -345,6 +357,37 @@ def _restore_copy(
         )
     outcome.copy_seconds = round(time.monotonic() - started, 3)
     return _Copy(dsn, password)
+
+
+# --- The copy's schema ---
+
+# Alembic's version table changes on every revision; its row is the revisions' own business.
+VERSION_TABLES = ("*.alembic_version",)
+
+
+def _schema_of(rehearsal: Rehearsal, copy: _Copy, watcher: pg.Connection, when: str) -> str:
+    """The copy's schema (pg_dump's, normalized, at most schema_diff.LIMIT_BYTES); "" when it
+    cannot be read, which leaves the rehearsal's own outcome alone (the log says why)."""
+    started = time.monotonic()
+    try:
+        dump = pg.schema_dump(
+            copy.dsn,
+            copy.password,
+            server_version=pg.server_version_num(watcher),
+            exclude_tables=VERSION_TABLES,
+        )
+    except (pg.ToolFailed, pg.Error, OSError) as exc:
+        logger.warning("rehearsal %s: the schema %s was not read: %s", rehearsal.pk, when, exc)
+        return ""
+    text = schema_diff.bounded(schema_diff.normalize(dump))
+    logger.info(
+        "rehearsal %s: schema %s read in %.3f s (%d bytes)",
+        rehearsal.pk,
+        when,
+        time.monotonic() - started,
+        len(text),
+    )
+    return text
 
 
 # --- The revisions ---
@@ -480,6 +523,8 @@ def _finish(rehearsal: Rehearsal, outcome: _Outcome) -> None:
         "total_seconds": total,
         "longest_lock_wait_ms": longest,
         "drop_error": outcome.drop_error,
+        "schema_before": outcome.schema_before,
+        "schema_after": outcome.schema_after,
     }
     end = outcome.end or (JobState.FAILED if outcome.error else JobState.SUCCEEDED)
     with transaction.atomic():
