@@ -97,6 +97,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.accounts.context.roles",
+                "runbooks.context.inbox_count",
             ],
         },
     },
@@ -175,6 +176,14 @@ RUNWAY_CONNECT_TIMEOUT = envint("RUNWAY_CONNECT_TIMEOUT", 5)
 RUNWAY_HEALTH_CHECK_MINUTES = envint("RUNWAY_HEALTH_CHECK_MINUTES", 5)
 # Approvals a production deployment needs at each approval step (never from whoever started it).
 RUNWAY_PRODUCTION_APPROVALS = envint("RUNWAY_PRODUCTION_APPROVALS", 1)
+# A reminder goes out this many minutes before a run's phase is due (runbooks.schedule).
+RUNWAY_REMINDER_MINUTES = envint("RUNWAY_REMINDER_MINUTES", 60)
+# How long an approval holds per environment, in hours, until Deploy is pressed (0: no limit),
+# e.g. RUNWAY_APPROVAL_MAX_AGE_HOURS="production=24,staging=72".
+RUNWAY_APPROVAL_MAX_AGE_HOURS = {"production": 24, "staging": 0, "development": 0} | {
+    name: int(hours)
+    for name, _, hours in (item.partition("=") for item in envlist("RUNWAY_APPROVAL_MAX_AGE_HOURS"))
+}
 # Where managed databases' password references may point: env: names with this prefix, file:
 # paths inside this folder (empty: no file: references). Runway's own secrets never resolve.
 RUNWAY_SECRET_ENV_PREFIX = env("RUNWAY_SECRET_ENV_PREFIX", "RUNWAY_DB_")
@@ -273,6 +282,11 @@ CELERY_BEAT_SCHEDULE = {
     "watch-triggers": {
         "task": "dashboard.triggers.tasks.watch_triggers",
         "schedule": float(envint("RUNWAY_TRIGGER_SECONDS", 2)),
+    },
+    # Due phases remind, passed deployment windows expire their approvals (runbooks.schedule).
+    "run-schedules": {
+        "task": "runbooks.tasks.run_schedules",
+        "schedule": 60.0,
     },
 }
 # Rollback triggers watch a deployment through this many hours after its execution.

@@ -15,21 +15,33 @@ lifecycle (claim, heartbeat, reaper, cancel); the job's end moves the step (:fun
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
 from dashboard.accounts.roles import Role, role_of
 from dashboard.audit.chain import Actor, record
 from dashboard.databases.models import ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
-from runbooks import notices
+from runbooks import notices, policy
 from runbooks.actions import REGISTRY, Context, Outcome
 from runbooks.loader import Runbook
-from runbooks.models import Approval, Decision, Run, RunState, StepJob, StepRun, StepState
+from runbooks.models import (
+    Approval,
+    Comment,
+    Decision,
+    Review,
+    Run,
+    RunState,
+    StepJob,
+    StepRun,
+    StepState,
+    local_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +56,19 @@ class RunError(ValueError):
 # --- Starting ---
 
 
-def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "") -> Run:
-    from dashboard.schema import analysis, execution
-
+def start_run(
+    actor: User,
+    book: Runbook,
+    db: ManagedDatabase,
+    target: str = "",
+    *,
+    planned_at: datetime | None = None,
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+) -> Run:
     target = target.strip()
-    revisions: list[str] = []
-    current: list[str] = []
-    if book.needs_target:
-        if not target:
-            raise RunError("Choose the target revision.")
-        if analysis.known_revision(db, target) is None:
-            raise RunError(f"{target!r} is not a revision in {db.name}'s scripts.")
-        pending = analysis.pending_of(db)
-        if not pending.known:
-            raise RunError(f"{db.name}'s current revision is unknown: test its connection first.")
-        current = pending.current
-        revisions = execution.revisions_to(db, current, target)
-        if not revisions:
-            raise RunError(f"{db.name} is already at {target} or past it: nothing to run.")
-    elif target:
-        raise RunError(f"{book.title} takes no target revision.")
+    _check_schedule(planned_at, window_start, window_end)
+    current, revisions, grade = _plan(book.needs_target, book.title, db, target)
     busy = Run.objects.filter(database=db, state=RunState.ACTIVE).first()
     if busy is not None:
         raise RunError(
@@ -80,6 +85,10 @@ def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "")
             from_revisions=current,
             revisions=revisions,
             started_by=actor,
+            max_grade=grade,
+            planned_at=planned_at,
+            window_start=window_start,
+            window_end=window_end,
         )
         create_steps(run, book)
         record(
@@ -92,21 +101,90 @@ def start_run(actor: User, book: Runbook, db: ManagedDatabase, target: str = "")
                 "target": target,
                 "from": current,
                 "revisions": revisions,
+                "grade": grade,
+                "approvals": run.required_approvals,
+                **_schedule_details(run),
             },
         )
         _advance(run)
     return run
 
 
+def _plan(
+    needs_target: bool, title: str, db: ManagedDatabase, target: str
+) -> tuple[list[str], list[str], str]:
+    """What a run of ``book`` to ``target`` would deploy: the database's current revisions,
+    the pending revisions on the way, and their worst risk grade (what approval policies scale
+    with; "high" when they cannot be analysed). Refused with a message when it makes no sense."""
+    from dashboard.lib import alembic
+    from dashboard.schema import analysis, execution
+
+    if not needs_target:
+        if target:
+            raise RunError(f"{title} takes no target revision.")
+        return [], [], ""
+    if not target:
+        raise RunError("Choose the target revision.")
+    if analysis.known_revision(db, target) is None:
+        raise RunError(f"{target!r} is not a revision in {db.name}'s scripts.")
+    pending = analysis.pending_of(db)
+    if not pending.known:
+        raise RunError(f"{db.name}'s current revision is unknown: test its connection first.")
+    revisions = execution.revisions_to(db, pending.current, target)
+    if not revisions:
+        raise RunError(f"{db.name} is already at {target} or past it: nothing to run.")
+    try:
+        grade = analysis.worst(analysis.reports_for(db, revisions))
+    except (alembic.NotAnAlembicProject, alembic.AlembicError):
+        grade = "high"
+    return pending.current, revisions, grade
+
+
+MAX_PLAN_DAYS = 366
+
+
+def _check_schedule(
+    planned_at: datetime | None, window_start: datetime | None, window_end: datetime | None
+) -> None:
+    """A planned time and a deployment window that make sense, or a message saying why not."""
+    now = timezone.now()
+    if (window_start is None) != (window_end is None):
+        raise RunError("A deployment window needs both its start and its end.")
+    if window_start is not None and window_end is not None:
+        if window_end <= window_start:
+            raise RunError("The deployment window must end after it starts.")
+        if window_end <= now:
+            raise RunError("The deployment window must end in the future.")
+        if (window_end - window_start).days > 31:
+            raise RunError("Keep the deployment window under 31 days.")
+        if planned_at is not None and not window_start <= planned_at <= window_end:
+            raise RunError("The planned deployment time must be inside the window.")
+    for when in (planned_at, window_end):
+        if when is not None and (when - now).days > MAX_PLAN_DAYS:
+            raise RunError(f"Plan at most {MAX_PLAN_DAYS} days ahead.")
+
+
+def _schedule_details(run: Run) -> dict[str, str | None]:
+    return {
+        name: value.isoformat() if value else None
+        for name, value in (
+            ("planned_at", run.planned_at),
+            ("window_start", run.window_start),
+            ("window_end", run.window_end),
+        )
+    }
+
+
 def create_steps(run: Run, book: Runbook) -> None:
-    """The run's steps as the runbook lists them (approvals on production need at least
-    RUNWAY_PRODUCTION_APPROVALS), and how many approvals the run needs."""
+    """The run's steps as the runbook lists them (an approval step needs what the approval
+    policy asks for its environment and risk grade: runbooks.policy), and how many approvals
+    the run needs."""
     needed = 0
     for p_index, phase in enumerate(book.phases):
         for position, step in enumerate(phase.steps):
             count = step.count
-            if step.kind == "approval" and run.database.is_production:
-                count = max(count, settings.RUNWAY_PRODUCTION_APPROVALS)
+            if step.kind == "approval":
+                count = policy.requirement(run.database, run.max_grade, step.count).approvals
             needed += count
             StepRun.objects.create(
                 run=run,
@@ -163,6 +241,9 @@ def _advance(run: Run) -> None:
                     blocked = False
                 elif opened:
                     notices.approval_waiting(run, step)
+            elif awaits_deploy(run, step):
+                if step.state != StepState.WAITING:
+                    step.wait()
             elif step.state in (StepState.LOCKED, StepState.WAITING, StepState.OPEN):
                 job = step.start()
                 if job is not None:
@@ -182,6 +263,16 @@ def _advance(run: Run) -> None:
             break
         run.phase_index += 1
         run.save(update_fields=["phase_index"])
+
+
+def awaits_deploy(run: Run, step: StepRun) -> bool:
+    """A destructive action after an approval waits for someone to press Deploy: approving
+    records a decision, it never starts the change."""
+    registered = REGISTRY.get(step.action)
+    if run.deployed_at is not None or registered is None or not registered.destructive:
+        return False
+    # Read through run.steps.all() so that a list page's prefetch serves it.
+    return any(s.kind == "approval" and s.phase_index <= step.phase_index for s in run.steps.all())
 
 
 def _withdraw(step: StepRun, stop: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -235,25 +326,29 @@ def _must_be_active(run: Run) -> None:
 # --- Approvals ---
 
 
-def _holds(run: Run, step: StepRun, approval: Approval) -> bool:
+def holds(run: Run, step: StepRun, approval: Approval) -> bool:
+    """Whether an approval counts for its step now."""
     if approval.decision != Decision.APPROVE or approval.void_reasons(run):
         return False
     return not (step.four_eyes and approval.user_id == run.started_by_id)
 
 
 def _approved(run: Run, step: StepRun) -> bool:
-    valid = {a.user_id for a in step.approvals.all() if _holds(run, step, a)}
+    valid = {a.user_id for a in step.approvals.all() if holds(run, step, a)}
     return len(valid) >= step.count
 
 
 def _finish_approval(run: Run, step: StepRun) -> None:
-    valid = [a for a in step.approvals.select_related("user") if _holds(run, step, a)]
+    valid = [a for a in step.approvals.select_related("user") if holds(run, step, a)]
     step.approve("Approved by " + ", ".join(a.user.get_username() for a in valid))
 
 
 def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> Approval:
-    """A lead approves or rejects at an approval step; pinned to the target revision, the risk
-    report's hash and the backup the run has now."""
+    """A lead approves, requests changes or rejects at an approval step; an approval is pinned
+    to the target revision, the risk report's hash, the backup and the deployment window the
+    run has now. Approving records a decision: nothing starts until someone presses Deploy.
+    Requesting changes hands the run back to the engineer (who amends it or asks again);
+    rejecting ends it."""
     from dashboard.schema import analysis
 
     comment = comment.strip()
@@ -262,7 +357,7 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
     if len(comment) > MAX_TEXT:
         raise RunError(f"Keep the comment under {MAX_TEXT} characters.")
     if decision not in Decision.values:
-        raise RunError("Approve or reject.")
+        raise RunError("Approve, request changes or reject.")
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         step = StepRun.objects.get(pk=step.pk, run=run)
@@ -277,10 +372,17 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
             raise RunError(f"Only a {step.role} (or higher) can decide {step.title!r}.")
         if step.four_eyes and actor.pk == run.started_by_id:
             raise RunError("You started this run: someone else must approve it (four eyes).")
-        if decision == Decision.APPROVE and any(
-            _holds(run, step, a) for a in step.approvals.filter(user=actor)
-        ):
-            raise RunError("You have already approved this step.")
+        if run.changes_requested and decision != Decision.REJECT:
+            raise RunError(
+                "Changes were requested: the engineer amends the run or asks for review again "
+                "before anyone decides (rejecting stays possible)."
+            )
+        if decision == Decision.APPROVE:
+            if any(holds(run, step, a) for a in step.approvals.filter(user=actor)):
+                raise RunError("You have already approved this step.")
+            missing = policy.staging_missing(run)
+            if missing:
+                raise RunError(f"Not approvable yet: {missing}")
         current_hash = analysis.pinned_hash(run.database, run.revisions) if run.revisions else ""
         if current_hash != run.risk_hash:
             run.risk_hash = current_hash
@@ -295,10 +397,11 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
             target_revision=run.target_revision,
             risk_hash=run.risk_hash,
             backup_id_seen=run.backup_id,
+            window_end_seen=run.window_end,
         )
         record(
             actor,
-            "run.approved" if decision == Decision.APPROVE else "run.rejected",
+            DECISION_EVENTS[Decision(decision)],
             run,
             details={
                 "step": step.step_id,
@@ -306,15 +409,242 @@ def decide(actor: Any, run: Run, step: StepRun, decision: str, comment: str) -> 
                 "target": run.target_revision,
                 "risk_hash": run.risk_hash,
                 "backup": run.backup_id,
+                "window_end": run.window_end.isoformat() if run.window_end else None,
             },
         )
         if decision == Decision.REJECT:
             why = f"Rejected by {actor.get_username()}: {comment}"
             step.reject(why)
             run.end(RunState.REJECTED, why)
+        elif decision == Decision.CHANGES:
+            run.review_state = Review.CHANGES
+            run.save(update_fields=["review_state"])
         else:
             _advance(run)
+        notices.review_decided(run, step, approval)
     return approval
+
+
+DECISION_EVENTS = {
+    Decision.APPROVE: "run.approved",
+    Decision.CHANGES: "run.changes_requested",
+    Decision.REJECT: "run.rejected",
+}
+
+
+def request_review(actor: Any, run: Run, note: str) -> Run:
+    """After changes were requested: the engineer says what changed and asks the leads again."""
+    note = note.strip()
+    if not note:
+        raise RunError("Say what you changed, for the reviewers.")
+    if len(note) > MAX_TEXT:
+        raise RunError(f"Keep the note under {MAX_TEXT} characters.")
+    _engineer(actor, "ask for a review")
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        _must_be_active(run)
+        if not run.changes_requested:
+            raise RunError("No changes were requested: the review is already open.")
+        run.review_state = Review.OPEN
+        run.save(update_fields=["review_state"])
+        Comment.objects.create(run=run, user=actor, body=f"Review requested again: {note}")
+        record(actor, "run.review_requested", run, details={"note": note})
+        for step in run.steps.filter(kind="approval", state=StepState.OPEN):
+            notices.approval_waiting(run, step)
+    return run
+
+
+def comment(
+    actor: Any, run: Run, body: str, revision: str = "", statement: int | None = None
+) -> Comment:
+    """A remark on the run's review, or on one statement of one of its revisions; audited."""
+    body = body.strip()
+    if not body:
+        raise RunError("Write the comment first.")
+    if len(body) > MAX_TEXT:
+        raise RunError(f"Keep the comment under {MAX_TEXT} characters.")
+    _engineer(actor, "comment")
+    if revision and revision not in run.revisions:
+        raise RunError(f"{revision!r} is not one of this run's revisions.")
+    if statement is not None and (not revision or not 0 <= statement < 10_000):
+        raise RunError("A statement comment names its revision and a statement number.")
+    with transaction.atomic():
+        made = Comment.objects.create(
+            run=run, user=actor, body=body, revision=revision, statement=statement
+        )
+        record(
+            actor,
+            "run.commented",
+            run,
+            details={"revision": revision, "statement": statement, "comment": body},
+        )
+    return made
+
+
+def _engineer(actor: Any, what: str) -> None:
+    role = role_of(actor)
+    if role is None or role < Role.ENGINEER:
+        raise RunError(f"Only an engineer (or higher) can {what}.")
+
+
+def deploy(actor: Any, run: Run) -> Run:
+    """Start the change an approval allowed: an engineer (or the approver) presses Deploy.
+    Refused outside the deployment window; a window that passed, a stale approval or any other
+    change to what was approved voids the approvals (the run goes back to review) instead."""
+    from dashboard.schema import analysis
+
+    _engineer(actor, "deploy")
+    void: list[str] = []
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        _must_be_active(run)
+        if run.deployed_at is not None:
+            raise RunError(f"Run #{run.pk} was deployed by {run.deployed_by} already.")
+        open_approvals = run.steps.filter(kind="approval").exclude(state=StepState.DONE)
+        if open_approvals.exists():
+            raise RunError("Not approved yet: Deploy opens once every approval step is done.")
+        waiting = [s for s in run.steps.filter(kind="action") if awaits_deploy(run, s)]
+        if not waiting:
+            raise RunError(f"Run #{run.pk} has no change waiting for Deploy.")
+        now = timezone.now()
+        if run.window_start is not None and now < run.window_start:
+            raise RunError(
+                f"The deployment window opens at {local_time(run.window_start)}: "
+                "nothing starts before it."
+            )
+        missing = policy.staging_missing(run)
+        if missing:
+            raise RunError(missing)
+        if run.revisions:
+            current = analysis.pinned_hash(run.database, run.revisions)
+            if current != run.risk_hash:
+                run.risk_hash = current
+                run.save(update_fields=["risk_hash"])
+                record(None, "run.risk_report_changed", run, details={"hash": current})
+        void = void_approvals(run)
+        if void:
+            _reopen_approvals(run, void)
+        else:
+            run.deployed_by, run.deployed_at = actor, now
+            run.save(update_fields=["deployed_by", "deployed_at"])
+            record(
+                actor,
+                "run.deployed",
+                run,
+                details={"target": run.target_revision, "steps": [s.step_id for s in waiting]},
+            )
+            _advance(run)
+    if void:
+        raise RunError("Nothing started: " + "; ".join(void) + ". The run is back in review.")
+    return run
+
+
+def amend(
+    actor: Any,
+    run: Run,
+    target: str,
+    *,
+    planned_at: datetime | None = None,
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+) -> Run:
+    """Before Deploy, an engineer changes the run's target revision or its schedule. A new
+    target starts the run over from its first phase (its analyses, rehearsal, backup and gates
+    run again; approvals given so far are void); a new schedule keeps the steps but voids the
+    approvals, which were given for the old window. Either way the review opens again."""
+    _engineer(actor, "amend a run")
+    target = target.strip()
+    _check_schedule(planned_at, window_start, window_end)
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        _must_be_active(run)
+        if run.is_rollback:
+            raise RunError("A rollback cannot be amended.")
+        if run.deployed_at is not None:
+            raise RunError("The run was deployed: it can no longer be amended (abort it instead).")
+        live = [s.title for s in run.steps.all() if s.state == StepState.STARTED]
+        if live:
+            raise RunError(f"Wait for “{live[0]}” to finish (or abort it) before amending.")
+        new_target = target != run.target_revision
+        current, revisions, grade = (
+            _plan(bool(run.runbook.get("needs_target")), run.runbook_title, run.database, target)
+            if new_target
+            else (run.from_revisions, run.revisions, run.max_grade)
+        )
+        new_window = (run.planned_at, run.window_start, run.window_end) != (
+            planned_at,
+            window_start,
+            window_end,
+        )
+        if not new_target and not new_window:
+            raise RunError("Nothing changed: give a new target or a new schedule.")
+        before = {"target": run.target_revision, **_schedule_details(run)}
+        run.target_revision, run.from_revisions, run.revisions = target, current, revisions
+        run.max_grade = grade
+        run.planned_at, run.window_start, run.window_end = planned_at, window_start, window_end
+        run.review_state = Review.OPEN
+        run.reminders = {}
+        reason = f"amended by {actor.get_username()}"
+        for approval in Approval.objects.filter(run=run, decision=Decision.APPROVE, voided_at=None):
+            approval.voided_at, approval.void_reason = timezone.now(), f"the run was {reason}"
+            approval.save(update_fields=["voided_at", "void_reason"])
+        reset = []
+        if new_target:
+            for step in run.steps.all():
+                if step.reset(f"The run was {reason}: this step starts over."):
+                    reset.append(step.step_id)
+            run.phase_index = 0
+            run.risk_hash = ""
+        else:
+            for step in run.steps.filter(kind="approval", state=StepState.DONE):
+                step.void(f"Approval void: the run was {reason} (new schedule).")
+                run.phase_index = min(run.phase_index, step.phase_index)
+        for step in run.steps.filter(kind="approval"):
+            count = policy.requirement(run.database, grade, _book_count(run, step)).approvals
+            if count != step.count:
+                StepRun.objects.filter(pk=step.pk).update(count=count)
+        run.required_approvals = sum(
+            run.steps.filter(kind="approval").values_list("count", flat=True)
+        )
+        run.save()
+        record(
+            actor,
+            "run.amended",
+            run,
+            details={
+                "before": before,
+                "after": {"target": target, **_schedule_details(run)},
+                "revisions": revisions,
+                "grade": grade,
+                "reset": reset,
+            },
+        )
+        _advance(run)
+    return run
+
+
+def recheck_approvals(run_id: int) -> list[str]:
+    """Void the approvals of an approved run that no longer hold (gone stale, window passed)
+    before anyone presses Deploy, so the run shows it is back in review and the leads are told.
+    Returns the reasons ([] when they hold, or there is nothing to recheck)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.state != RunState.ACTIVE or run.deployed_at is not None:
+            return []
+        reasons = void_approvals(run)
+        if reasons:
+            _reopen_approvals(run, reasons)
+            for step in run.steps.filter(kind="approval", state=StepState.OPEN):
+                notices.approval_waiting(run, step)
+    return reasons
+
+
+def _book_count(run: Run, step: StepRun) -> int:
+    """The approvals the runbook itself asks of ``step`` (before any policy)."""
+    for candidate in run.runbook_steps():
+        if candidate.get("id") == step.step_id:
+            return int(candidate.get("count") or 0)
+    return step.count
 
 
 def void_approvals(run: Run) -> list[str]:
@@ -335,6 +665,12 @@ def _reopen_approvals(run: Run, reasons: list[str]) -> None:
     """The reviewed facts changed: the approval steps open again, and the run goes back to the
     first of their phases."""
     first = None
+    now = timezone.now()
+    for approval in Approval.objects.filter(run=run, decision=Decision.APPROVE, voided_at=None):
+        why = approval.void_reasons(run, now)
+        if why:
+            approval.voided_at, approval.void_reason = now, "; ".join(why)
+            approval.save(update_fields=["voided_at", "void_reason"])
     for step in run.steps.filter(kind="approval", state=StepState.DONE):
         if not _approved(run, step):
             step.void("Approval void: " + "; ".join(reasons))
@@ -628,11 +964,24 @@ def waiting_for(run: Run) -> list[str]:
             continue
         if step.kind == "check" and step.required:
             out.append(f"an engineer to tick “{step.title}”")
+        elif step.kind == "approval" and step.state == StepState.OPEN and run.changes_requested:
+            out.append(
+                f"{run.started_by.get_username()} to amend the run or ask for review again "
+                "(changes requested)"
+            )
         elif step.kind == "approval" and step.state == StepState.OPEN:
-            have = len({a.user_id for a in step.approvals.all() if _holds(run, step, a)})
+            have = len({a.user_id for a in step.approvals.all() if holds(run, step, a)})
             out.append(f"a {step.role} to approve “{step.title}” ({have}/{step.count})")
+        elif step.kind == "action" and step.state == StepState.WAITING and awaits_deploy(run, step):
+            out.append(f"an engineer to press Deploy{_window_words(run)}")
         elif step.kind == "action" and step.is_live:
             out.append(f"a worker: “{step.title}” is {step.status}")
         elif step.kind == "action" and step.state == StepState.FAILED:
             out.append(f"an engineer to retry “{step.title}” or abort")
     return out
+
+
+def _window_words(run: Run) -> str:
+    if run.window_start is None or run.window_end is None:
+        return ""
+    return f" between {local_time(run.window_start)} and {local_time(run.window_end)}"

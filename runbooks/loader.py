@@ -34,7 +34,11 @@ ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ROLES = ("viewer", "engineer", "lead", "admin")
 KINDS = ("check", "action", "approval")
 RUNBOOK_KEYS = {"id", "title", "description", "scenario", "needs_target", "automatic", "phases"}
-PHASE_KEYS = {"id", "title", "when", "steps"}
+PHASE_KEYS = {"id", "title", "when", "due", "steps"}
+# A phase's due date relative to the run's planned deployment time: "-7d", "-4h", "0", "+24h".
+DUE = re.compile(r"^([+-]?)(\d{1,4})([dhm]?)$")
+DUE_UNITS = {"d": 86400, "h": 3600, "m": 60, "": 0}
+MAX_DUE_SECONDS = 365 * 86400
 STEP_KEYS = {
     "check": {"id", "check", "help", "required"},
     "action": {"id", "action", "title", "help", "required"},
@@ -79,12 +83,15 @@ class Phase:
     title: str
     when: str = ""
     steps: tuple[Step, ...] = ()
+    # Seconds from the run's planned deployment time (negative: before); None when not set.
+    due_seconds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "title": self.title,
             "when": self.when,
+            "due_seconds": self.due_seconds,
             "steps": [s.to_json() for s in self.steps],
         }
 
@@ -182,6 +189,7 @@ def load_text(text: str, file: str, actions: Collection[str]) -> Runbook:
                 title=_text(where, raw.get("title"), "title"),
                 when=_text(where, raw.get("when", ""), "when", required=False),
                 steps=tuple(steps),
+                due_seconds=_due(where, raw.get("due")),
             )
         )
     where.phase = where.step = ""
@@ -269,6 +277,22 @@ def _text(where: _Where, value: object, what: str, *, required: bool = True) -> 
     if not isinstance(value, str):
         raise where.fail(f"{what} must be text, not {type(value).__name__}")
     return value.strip()
+
+
+def _due(where: _Where, value: object) -> int | None:
+    """``due: -4h`` (before the planned time), ``+24h`` (after), ``0``: seconds, or None."""
+    if value is None:
+        return None
+    found = DUE.match(str(value).strip()) if isinstance(value, str | int) else None
+    if found is None or (found.group(3) == "" and found.group(2) != "0"):
+        raise where.fail(
+            f"due must be an offset from the planned time like -7d, -4h, +30m or 0, not {value!r}"
+        )
+    sign, number, unit = found.groups()
+    seconds = int(number) * DUE_UNITS[unit]
+    if seconds > MAX_DUE_SECONDS:
+        raise where.fail("due must be within a year of the planned time")
+    return -seconds if sign == "-" else seconds
 
 
 def _bool(where: _Where, value: object, what: str) -> bool:

@@ -4,6 +4,7 @@ evidence."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.databases.models import ManagedDatabase
+from dashboard.databases.models import Environment, ManagedDatabase
 from dashboard.jobs.models import Job, JobState
 
 
@@ -20,6 +21,13 @@ class RunState(models.TextChoices):
     COMPLETED = "completed", "Completed"
     ABORTED = "aborted", "Aborted"
     REJECTED = "rejected", "Rejected"
+
+
+class Review(models.TextChoices):
+    """Where a run's review stands while its approval steps are open."""
+
+    OPEN = "open", "Waiting for review"
+    CHANGES = "changes", "Changes requested"
 
 
 class Run(models.Model):
@@ -61,6 +69,22 @@ class Run(models.Model):
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # Approval apart from rollout (runbooks.review): a destructive step after an approval waits
+    # for someone to press Deploy, inside the deployment window when one is set. The planned
+    # time turns the runbook's phase offsets into due dates (runbooks.schedule).
+    planned_at = models.DateTimeField(null=True, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    deployed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    review_state = models.CharField(max_length=10, choices=Review.choices, default=Review.OPEN)
+    # The worst risk grade of the pending revisions when the run started or was amended: what
+    # the approval policy scales with.
+    max_grade = models.CharField(max_length=10, blank=True)
+    # Reminders already sent: {"<phase id>": "<when>", "window": "<when>"}.
+    reminders = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -94,6 +118,21 @@ class Run(models.Model):
     @property
     def phases(self) -> list[dict[str, object]]:
         return list(self.runbook.get("phases", []))
+
+    def runbook_steps(self) -> list[dict[str, Any]]:
+        """The steps of the runbook as it was when the run started, in order."""
+        return [step for phase in self.runbook.get("phases", []) for step in phase.get("steps", [])]
+
+    @property
+    def changes_requested(self) -> bool:
+        return self.review_state == Review.CHANGES
+
+    def due_of(self, index: int) -> datetime | None:
+        """When phase ``index`` is due: the planned time plus the phase's offset (``due``)."""
+        offset = self.phases[index].get("due_seconds") if index < len(self.phases) else None
+        if self.planned_at is None or not isinstance(offset, int):
+            return None
+        return self.planned_at + timedelta(seconds=offset)
 
     def end(self, state: str, reason: str = "") -> bool:
         """active -> completed, aborted or rejected; False when it had already ended."""
@@ -284,6 +323,20 @@ class StepRun(models.Model):
             (StepState.DONE,), StepState.OPEN, summary=summary, finished_at=None
         )
 
+    def reset(self, summary: str) -> bool:
+        """The run was amended before its deployment: the step starts over (an action's earlier
+        attempts stay in its history; a tick's note and author are cleared, the audit trail
+        keeps them). Never a started step: its job must end first."""
+        return self._move(
+            (StepState.OPEN, StepState.WAITING, StepState.DONE, StepState.FAILED),
+            StepState.LOCKED,
+            summary=summary,
+            note="",
+            done_by=None,
+            started_at=None,
+            finished_at=None,
+        )
+
 
 JOB_ENDED_BADLY = (JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
 
@@ -323,6 +376,7 @@ class StepJob(Job):
 
 class Decision(models.TextChoices):
     APPROVE = "approve", "Approved"
+    CHANGES = "changes", "Changes requested"
     REJECT = "reject", "Rejected"
 
 
@@ -337,7 +391,12 @@ class Approval(models.Model):
     target_revision = models.CharField(max_length=64, blank=True)
     risk_hash = models.CharField(max_length=64, blank=True)
     backup_id_seen = models.BigIntegerField(null=True, blank=True)
+    window_end_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set once an approval stopped holding for good (it went stale, its window passed, the run
+    # was amended): it never holds again, whatever changes after.
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["created_at"]
@@ -345,9 +404,28 @@ class Approval(models.Model):
     def __str__(self) -> str:
         return f"{self.get_decision_display()} by {self.user} on run #{self.run_id}"
 
-    def void_reasons(self, run: Run) -> list[str]:
-        """Why this approval no longer holds for the run as it is now ([] when it holds)."""
+    def void_reasons(self, run: Run, now: datetime | None = None) -> list[str]:
+        """Why this approval no longer holds for the run as it is now ([] when it holds). Its
+        age and the window count until Deploy is pressed; after, they are what they were then."""
+        if self.decision != Decision.APPROVE:
+            return []
+        if self.voided_at is not None:
+            return [self.void_reason or "it was voided"]
         reasons = []
+        at = run.deployed_at or now or timezone.now()
+        limit = approval_max_age(run.database.environment)
+        if limit is not None and at - self.created_at > limit:
+            hours = limit.total_seconds() / 3600
+            reasons.append(
+                f"it is stale: given {_hours(at - self.created_at)} ago, and approvals on "
+                f"{run.database.environment} hold {hours:g} h"
+            )
+        if run.window_end is not None and run.deployed_at is None and at > run.window_end:
+            reasons.append(
+                f"the deployment window ended at {local_time(run.window_end)} without a deployment"
+            )
+        if self.window_end_seen != run.window_end:
+            reasons.append("the deployment window changed since it was approved")
         if self.target_revision != run.target_revision:
             reasons.append(
                 f"the target revision changed ({self.target_revision} → {run.target_revision})"
@@ -356,6 +434,80 @@ class Approval(models.Model):
             reasons.append("the risk report changed since it was approved")
         if self.backup_id_seen != run.backup_id:
             seen = f"#{self.backup_id_seen}" if self.backup_id_seen else "none"
-            now = f"#{run.backup_id}" if run.backup_id else "none"
-            reasons.append(f"the backup changed ({seen} → {now})")
+            has = f"#{run.backup_id}" if run.backup_id else "none"
+            reasons.append(f"the backup changed ({seen} → {has})")
         return reasons
+
+
+def approval_max_age(environment: str) -> timedelta | None:
+    """How long an approval holds on ``environment`` (RUNWAY_APPROVAL_MAX_AGE_HOURS; 0 or
+    missing: no limit)."""
+    hours = settings.RUNWAY_APPROVAL_MAX_AGE_HOURS.get(environment, 0)
+    return timedelta(hours=hours) if hours else None
+
+
+def local_time(when: datetime) -> str:
+    return f"{timezone.localtime(when):%Y-%m-%d %H:%M}"
+
+
+def _hours(age: timedelta) -> str:
+    hours = age.total_seconds() / 3600
+    return f"{hours:.0f} h" if hours >= 1 else f"{age.total_seconds() / 60:.0f} min"
+
+
+class Comment(models.Model):
+    """A remark on a run's review: on the run (the conversation) or on one statement of a
+    pending revision. Audited (``run.commented``)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="comments")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    revision = models.CharField(max_length=64, blank=True)
+    statement = models.PositiveIntegerField(null=True, blank=True, help_text="0-based index")
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"comment by {self.user} on run #{self.run_id}"
+
+
+GRADES = ("low", "medium", "high")
+
+
+class ApprovalPolicy(models.Model):
+    """How many approvals a run on an environment needs from a risk grade up, and whether the
+    same revisions must have completed on the database's staging partner first. The strictest
+    matching row applies (see runbooks.policy)."""
+
+    environment = models.CharField(max_length=20, choices=Environment.choices)
+    grade = models.CharField(
+        "from risk grade",
+        max_length=10,
+        choices=[(g, g) for g in GRADES],
+        default="low",
+        help_text="Applies to runs whose worst pending revision has this grade or a higher one",
+    )
+    approvals = models.PositiveSmallIntegerField(
+        default=1, help_text="Approvals each approval step needs (from different people)"
+    )
+    staging_first = models.BooleanField(
+        "staging first",
+        default=False,
+        help_text="The same revisions must have completed on the database's staging partner",
+    )
+
+    class Meta:
+        ordering = ["environment", "grade"]
+        verbose_name_plural = "approval policies"
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "grade"], name="one_policy_per_grade"),
+            models.CheckConstraint(
+                condition=models.Q(approvals__gte=1, approvals__lte=5), name="approvals_1_to_5"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        first = ", staging first" if self.staging_first else ""
+        return f"{self.environment} from {self.grade}: {self.approvals} approval(s){first}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dashboard.notify import events
 from dashboard.notify.outbox import emit
-from runbooks.models import Run, StepRun
+from runbooks.models import Approval, Decision, Run, StepRun
 
 
 def _about(run: Run) -> dict[str, object]:
@@ -47,4 +47,35 @@ def step_failed(run: Run, step: StepRun, summary: str) -> None:
         "step or aborts the run.",
         run.get_absolute_url(),
         _about(run) | {"step": step.step_id, "action": step.action, "summary": summary[:2000]},
+    )
+
+
+def review_decided(run: Run, step: StepRun, approval: Approval) -> None:
+    db = run.database
+    who = approval.user.get_username()
+    then = {
+        Decision.APPROVE: "Once every approval is in, an engineer presses Deploy on the run page.",
+        Decision.CHANGES: "Amend the run or answer, then ask for review again.",
+        Decision.REJECT: "The run has ended.",
+    }[Decision(approval.decision)]
+    emit(
+        events.REVIEW_DECIDED,
+        db,
+        f"{approval.get_decision_display()} by {who}: run #{run.pk} on {db.name}",
+        f'{who} decided “{approval.get_decision_display()}” at the step "{step.title}" of run '
+        f"#{run.pk} ({run.runbook_title}) on {db.name} ({db.environment}): "
+        f"{approval.comment}\n{then}",
+        run.get_absolute_url(),
+        _about(run) | {"step": step.step_id, "decision": approval.decision, "by": who},
+    )
+
+
+def run_due(run: Run, subject: str, body: str, what: dict[str, object]) -> None:
+    emit(
+        events.RUN_DUE,
+        run.database,
+        subject,
+        body,
+        run.get_absolute_url(),
+        _about(run) | what,
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 
+from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.core.validators import slug_re
@@ -13,12 +14,15 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
-from runbooks import engine, library, rollback
+from runbooks import engine, inbox, library, review, rollback
 from runbooks.forms import (
     AbortForm,
     AbortStepForm,
+    AmendForm,
     CancelRollbackForm,
+    CommentForm,
     DecideForm,
+    RequestReviewForm,
     RunFilterForm,
     StartRunForm,
     TickForm,
@@ -58,6 +62,8 @@ def runs(request: Request) -> HttpResponse:
             found = found.filter(database__name=data["database"])
         if data["state"]:
             found = found.filter(state=data["state"])
+        if data["mine"]:
+            found = found.filter(pk__in=inbox.run_ids(request.user))
         if data["person"]:
             person = data["person"]
             found = found.filter(
@@ -89,21 +95,31 @@ def start(request: Request) -> HttpResponse:
     except RunbookError as exc:
         return render(request, "runbooks/start.html", {"error": str(exc)}, status=500)
     initial = {k: request.GET[k] for k in ("runbook", "database", "target") if k in request.GET}
-    form = StartRunForm(request.POST or None, books=books, initial=initial)
+    chosen = (request.POST or request.GET).get("database", "")
+    db = ManagedDatabase.objects.filter(name=chosen).first() if slug_re.match(chosen) else None
+    form = StartRunForm(request.POST or None, books=books, targets=_targets(db), initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        db = data["database"]
         book = books[data["runbook"]]
-        target = data["target"] or (_head(db) if book.needs_target else "")
+        # No target chosen: the head, for a runbook that migrates.
+        target = data["target"] or (_head(data["database"]) if book.needs_target else "")
         try:
-            run = engine.start_run(request.user, book, db, target)
+            run = engine.start_run(
+                request.user,
+                book,
+                data["database"],
+                target,
+                planned_at=data["planned_at"],
+                window_start=data["window_start"],
+                window_end=data["window_end"],
+            )
         except engine.RunError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Run #{run.pk} started.")
             return redirect(run)
     status = 400 if form.errors else 200
-    context = {"form": form, "books": books.values(), "nav": "runs"}
+    context = {"form": form, "books": books.values(), "db": db, "nav": "runs"}
     return render(request, "runbooks/start.html", context, status=status)
 
 
@@ -111,6 +127,26 @@ def _head(db: ManagedDatabase) -> str:
     from dashboard.schema.analysis import pending_of
 
     return pending_of(db).target
+
+
+def _targets(db: ManagedDatabase | None) -> list[tuple[str, str]]:
+    """The revisions a run on ``db`` may go to: its pending ones, the head first."""
+    from dashboard.lib import alembic
+    from dashboard.schema.analysis import known_revision, pending_of
+
+    if db is None:
+        return []
+    try:
+        pending = pending_of(db)
+        choices = []
+        for rev in reversed(pending.revisions):
+            script = known_revision(db, rev)
+            message = script.message if script is not None and script.message else ""
+            head = " (head)" if rev == pending.target else ""
+            choices.append((rev, f"{rev}{head}" + (f" — {message[:80]}" if message else "")))
+    except (alembic.NotAnAlembicProject, alembic.AlembicError):
+        return []
+    return choices
 
 
 def stamp(run: Run) -> str:
@@ -202,7 +238,13 @@ def decide(request: Request, name: str, run_id: int, step_id: str) -> HttpRespon
         )
     except engine.RunError as exc:
         return _back(request, run, error=str(exc))
-    return _back(request, run, ok=f"{approval.get_decision_display()}: recorded with your comment.")
+    then = {
+        "approve": " Nothing starts until someone presses Deploy.",
+        "changes": " The run is back with its engineer.",
+    }.get(approval.decision, "")
+    return _back(
+        request, run, ok=f"{approval.get_decision_display()}: recorded with your comment.{then}"
+    )
 
 
 @require_POST
@@ -257,3 +299,99 @@ def cancel_rollback(request: Request, name: str, run_id: int) -> HttpResponse:
     except rollback.RollbackError as exc:
         return _back(request, run, error=str(exc))
     return _back(request, run, ok="Rollback cancelled: nothing was changed on the database.")
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def review_page(request: Request, name: str, run_id: int) -> HttpResponse:
+    """Everything the approver reads before deciding, and the decision."""
+    run = _run(name, run_id)
+    context = review.context(run, request.user)
+    context |= {
+        "decide_form": DecideForm(),
+        "comment_form": CommentForm(),
+        "amend_form": AmendForm(
+            initial={
+                "target": run.target_revision,
+                "planned_at": run.planned_at,
+                "window_start": run.window_start,
+                "window_end": run.window_end,
+            }
+        ),
+        "request_form": RequestReviewForm(),
+    }
+    return render(request, "runbooks/review.html", context)
+
+
+def _problems(form: forms.Form) -> str:
+    return "; ".join(f"{k}: {v[0]}" for k, v in form.errors.items())
+
+
+def _to_review(request: Request, run: Run, error: str = "", ok: str = "") -> HttpResponse:
+    if error:
+        messages.error(request, error)
+    if ok:
+        messages.success(request, ok)
+    return redirect("run-review", run.database.name, run.pk)
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def deploy(request: Request, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    try:
+        engine.deploy(request.user, run)
+    except engine.RunError as exc:
+        return _back(request, run, error=str(exc))
+    return _back(request, run, ok="Deploying: the execution phase has started.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def amend(request: Request, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    form = AmendForm(request.POST)
+    if not form.is_valid():
+        return _to_review(request, run, error=f"Nothing was changed: {_problems(form)}")
+    data = form.cleaned_data
+    try:
+        engine.amend(
+            request.user,
+            run,
+            data["target"],
+            planned_at=data["planned_at"],
+            window_start=data["window_start"],
+            window_end=data["window_end"],
+        )
+    except engine.RunError as exc:
+        return _to_review(request, run, error=f"Nothing was changed: {exc}")
+    return _back(request, run, ok="Amended: the review opens again once the run gets there.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def request_review(request: Request, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    form = RequestReviewForm(request.POST)
+    if not form.is_valid():
+        return _to_review(request, run, error="Say what you changed, for the reviewers.")
+    try:
+        engine.request_review(request.user, run, form.cleaned_data["note"])
+    except engine.RunError as exc:
+        return _to_review(request, run, error=str(exc))
+    return _to_review(request, run, ok="Review requested: the leads are told.")
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def comment(request: Request, name: str, run_id: int) -> HttpResponse:
+    run = _run(name, run_id)
+    form = CommentForm(request.POST)
+    if not form.is_valid():
+        return _to_review(request, run, error=f"The comment was not saved: {_problems(form)}")
+    data = form.cleaned_data
+    try:
+        engine.comment(request.user, run, data["body"], data["revision"] or "", data["statement"])
+    except engine.RunError as exc:
+        return _to_review(request, run, error=f"The comment was not saved: {exc}")
+    return _to_review(request, run, ok="Comment added.")

@@ -409,3 +409,34 @@ def _no_heartbeats_inside_a_test_transaction(
             super().__init__(context, 3600)
 
     monkeypatch.setattr(jobs, "_Heartbeat", Unhurried)
+
+
+@pytest.fixture(autouse=True)
+def _one_approval_policy_at_a_time(request: pytest.FixtureRequest) -> None:
+    """The migration seeds a policy: two leads for a high-risk production change. Most tests
+    approve their production runs with one lead; they run without it. The tests of approval
+    policies ask for ``seeded_policy``, which puts back exactly what the migration seeds."""
+    if "seeded_policy" in request.fixturenames:
+        return
+    uses_db = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in ("db", "transactional_db", "live_server")
+    )
+    if not uses_db:
+        return
+    request.getfixturevalue("_django_db_helper")
+    from runbooks.models import ApprovalPolicy
+
+    ApprovalPolicy.objects.all().delete()
+
+
+@pytest.fixture
+def seeded_policy(db: None) -> Any:
+    """The approval policy the migration seeds (two leads for a high-risk production change)."""
+    import importlib
+
+    from django.apps import apps
+
+    from runbooks.models import ApprovalPolicy
+
+    importlib.import_module("runbooks.migrations.0006_review").seed_policy(apps, None)
+    return ApprovalPolicy.objects.get()

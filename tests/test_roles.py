@@ -50,6 +50,11 @@ ACCESS: dict[str, tuple[str, str]] = {
     "run-step-abort": ("POST", "engineer"),
     "run-decide": ("POST", "lead"),
     "run-cancel-rollback": ("POST", "lead"),
+    "run-review": ("GET", "viewer"),
+    "run-deploy": ("POST", "engineer"),
+    "run-amend": ("POST", "engineer"),
+    "run-request-review": ("POST", "engineer"),
+    "run-comment": ("POST", "engineer"),
     # Any role chooses its own; a database's channels are read by all, changed by a lead (the
     # POST to the page: tests/notify/test_views.py); global ones by an admin.
     "notify-preferences": ("GET", "viewer"),

@@ -177,6 +177,7 @@ class ManagedDatabaseForm(forms.ModelForm):
             "script_location",
             "critical_tables",
             "partner",
+            "staging_partner",
             "run_mode",
             "project_python",
             "project_directory",
@@ -194,6 +195,9 @@ class ManagedDatabaseForm(forms.ModelForm):
         if self.instance.pk:
             partners = partners.exclude(pk=self.instance.pk)
         self.fields["partner"].queryset = partners  # type: ignore[attr-defined]
+        staging = self.fields["staging_partner"]
+        assert isinstance(staging, forms.ModelChoiceField)
+        staging.queryset = partners.exclude(environment="production")
         self._run_mode_fields(user)
         self._policy_fields(user)
         self._detection_fields(user)

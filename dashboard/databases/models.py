@@ -144,6 +144,14 @@ class ManagedDatabase(models.Model):
         related_name="+",
         help_text="Blue/green partner",
     )
+    staging_partner = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The staging database whose runs go first, where an approval policy asks",
+    )
     disk_probe = models.CharField(
         max_length=500,
         blank=True,

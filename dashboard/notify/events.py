@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from dashboard.accounts.roles import Role
 
 APPROVAL_WAITING = "approval.waiting"
+REVIEW_DECIDED = "review.decided"
+RUN_DUE = "run.due"
 STEP_FAILED = "step.failed"
 TRIGGER_FIRED = "trigger.fired"
 ROLLBACK_STARTED = "rollback.started"
@@ -31,6 +33,8 @@ class Event:
 
 EVENTS: tuple[Event, ...] = (
     Event(APPROVAL_WAITING, "An approval is waiting", Role.LEAD),
+    Event(REVIEW_DECIDED, "A review was decided", Role.ENGINEER),
+    Event(RUN_DUE, "A run's phase is due or its window passed", Role.ENGINEER),
     Event(STEP_FAILED, "A run's step failed", Role.ENGINEER),
     Event(TRIGGER_FIRED, "A rollback trigger fired", Role.ENGINEER),
     Event(ROLLBACK_STARTED, "A rollback started", Role.ENGINEER),

@@ -1,7 +1,8 @@
 """In Chromium, two people: an engineer starts a production deployment of analyticbot to the
 newest revision; the automated steps run on the real Celery worker (risk report, rehearsal,
 backup, validation, gates, upgrade, integrity); the engineer ticks the manual items; a lead
-approves from another browser context; the run completes at the target revision and the PDF
+approves from another browser context on the review page, the engineer presses Deploy; the run
+completes at the target revision and the PDF
 report downloads (its first page goes through pdftoppm)."""
 
 from __future__ import annotations
@@ -89,12 +90,16 @@ def test_a_lead_approves_a_production_deployment_in_the_browser(
     log_in(leo, live_server, "leo")
     leo.goto(f"{live_server.url}{run.get_absolute_url()}")
     assert "a lead to approve" in leo.locator("#waiting").inner_text()
-    row = step_row(leo, "lead-approval")
-    row.locator("textarea[name=comment]").fill("Read the risk report; 0020 is small. Go.")
-    row.get_by_role("button", name="Approve").click()
+    # The decision is taken on the review page, with the evidence; it starts nothing.
+    step_row(leo, "lead-approval").get_by_role("link", name="Review and decide").click()
+    leo.wait_for_url("**/review/")
+    leo.locator("#decide textarea[name=comment]").fill("Read the risk report; 0020 is small. Go.")
+    leo.locator("#decide").get_by_role("button", name="Approve").click()
     leo.locator("tr[data-step='lead-approval'][data-state='done']").wait_for()
+    assert leo.locator("tr[data-step='upgrade']").get_attribute("data-state") == "waiting"
 
-    # Execution: the worker upgrades (the engineer's page notices the approval by itself).
+    # Execution: the engineer presses Deploy (their page noticed the approval by itself).
+    erin.locator("#deploy").get_by_role("button", name="Deploy").click()
     wait_done(erin, "upgrade", "integrity", worker_log=celery_worker)
     assert "At 0020: 4 revision(s)" in step_row(erin, "upgrade").inner_text()
     tick_all(erin)

@@ -323,6 +323,9 @@ def test_an_approval_voids_itself_when_the_risk_report_changes_and_nothing_runs(
 
     run = engine.start_run(engineer, book(APPROVE_THEN_UPGRADE), analyticbot, "0020")
     engine.decide(lead, run, step(run, "approve"), "approve", "read the report")
+    # Approving records a decision; the upgrade waits for someone to press Deploy.
+    assert step(run, "upgrade").status == StepState.WAITING
+    engine.deploy(engineer, run)
     assert step(run, "upgrade").status == JobState.QUEUED
     # Someone accepts a finding after the approval: the report the lead saw is not this one.
     RiskAcceptance.objects.create(

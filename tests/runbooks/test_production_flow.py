@@ -53,6 +53,8 @@ def test_a_production_deployment_runs_to_the_target(
     approval = run.steps.get(step_id="lead-approval")
     assert approval.state == StepState.OPEN
     engine.decide(lead, run, approval, "approve", "risk report read; 0020 is small")
+    assert run.steps.get(step_id="upgrade").state == StepState.WAITING  # until Deploy
+    engine.deploy(engineer, run)
     drain(run)
     run.refresh_from_db()
     upgrade = run.steps.get(step_id="upgrade")

@@ -42,7 +42,7 @@ def test_an_engineer_starts_a_production_deployment_to_the_head(client, engineer
     [
         (
             {"runbook": "production-deployment", "database": "analyticbot", "target": "zzz"},
-            "is not a revision",
+            "zzz is not one of the available choices",
         ),
         ({"runbook": "nope", "database": "analyticbot"}, "Select a valid choice"),
         ({"runbook": "production-deployment", "database": "missing"}, "Select a valid choice"),

@@ -1,0 +1,18 @@
+"""The inbox on the overview: ``{% load runbooks_inbox %}{% inbox_panel %}`` (the overview app
+knows nothing of runs; the template asks)."""
+
+from typing import Any
+
+from django import template
+
+from runbooks import inbox
+
+register = template.Library()
+
+
+@register.inclusion_tag("runbooks/_inbox.html", takes_context=True)
+def inbox_panel(context: template.Context) -> dict[str, Any]:
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    items = inbox.waiting_for(user) if user is not None and user.is_authenticated else []
+    return {"items": items, "can_engineer": context.get("can_engineer")}
