@@ -11,7 +11,7 @@ from django_htmx.http import HttpResponseStopPolling
 from dashboard.accounts.roles import Request, Role, role_required
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import alembic
-from dashboard.schema import analysis, gates, rehearsal
+from dashboard.schema import analysis, gates, graph, rehearsal
 from dashboard.schema.acceptance import AcceptanceError, accept
 from dashboard.schema.forms import AcceptFindingForm
 from dashboard.schema.freshness import freshness
@@ -42,6 +42,7 @@ def history(request: Request, name: str) -> HttpResponse:
     reports, risk_error = _reports_or_error(db, pending, check=check, tree=tree)
     timed = rehearsal.latest_rehearsal(db, pending) if pending else None
     rows = draw(data["revisions"]) if data else []
+    lanes = max((row["width"] for row in rows), default=1)
     for row in rows:
         row["report"] = reports.get(row["id"])
         row["timing"] = timed.timing_of(row["id"]) if timed else None
@@ -52,6 +53,10 @@ def history(request: Request, name: str) -> HttpResponse:
         "status": status,
         "data": data,
         "rows": rows,
+        # The graph's column: as wide as its widest SVG (graph.py), and the cell's padding.
+        "graph_px": graph.PAD * 2 + max(lanes - 1, 0) * graph.COL + 8,
+        # Branch labels or depends_on in the revision column: it needs more of the width.
+        "labelled": any(row.get("branch_labels") or row.get("depends") for row in rows),
         "worst": analysis.worst(list(reports.values())) if reports else "",
         "risk_error": risk_error,
         "rehearsal": timed,
