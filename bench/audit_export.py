@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -246,6 +247,8 @@ def main() -> None:
             "DATABASE_URL": cluster.url("runway"),
             "RUNWAY_ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
             "RUNWAY_LOG_LEVEL": "WARNING",
+            # DEBUG is off: the page latency's test client signs sessions with a real key.
+            "RUNWAY_SECRET_KEY": os.environ.get("RUNWAY_SECRET_KEY") or secrets.token_urlsafe(50),
         }
         os.environ.update(env)
         run_bench(args, cluster, work, env)

@@ -1,9 +1,15 @@
-"""A run's audit report: CSV and JSON of its audit events (with the hash chain fields, verifiable
-outside Runway), and a PDF rendered from the run page's own templates: who ticked and approved
-what, gate evidence, backup and validation ids, risk findings, timings."""
+"""A run's reports: the run CSV (one row per step, then one per approval decision: who did what,
+when, with what result), the JSON and the audit CSV of its audit events (with the hash chain
+fields, the JSON verifiable outside Runway), and a PDF rendered from the run page's own
+templates: who ticked and approved what, gate evidence, backup and validation ids, risk
+findings, timings, its audit events."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -18,10 +24,27 @@ from dashboard.accounts.roles import Role, role_required
 from dashboard.audit import reports as audit_reports
 from dashboard.audit.models import AuditEvent
 from dashboard.backups.models import Validation
-from runbooks.models import Run, StepJob
+from runbooks.models import Approval, Run, StepJob
 from runbooks.progress import run_context
 
-FORMATS = ("csv", "json", "pdf")
+FORMATS = ("csv", "json", "pdf", "audit.csv")
+RUN_CSV_HEADER = (
+    "record",
+    "phase",
+    "step",
+    "kind",
+    "title",
+    "state",
+    "who",
+    "when",
+    "note or summary",
+    "verdict",
+    "decision",
+    "pinned target",
+    "pinned risk report",
+    "pinned backup",
+    "void because",
+)
 
 
 def run_events(run: Run) -> QuerySet[AuditEvent]:
@@ -119,11 +142,60 @@ def _attempt(job: StepJob) -> dict[str, Any]:
     }
 
 
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
+
+
+def run_csv_rows(run: Run) -> Iterator[tuple[str, ...]]:
+    """The run CSV's rows after its header: each step in phase order (a check: who ticked it and
+    their note; an action: its summary and verdict, by Runway; an approval: who decided), then
+    each approval decision with what it was pinned to (the target, the risk report's hash, the
+    backup the approver saw) and, if it no longer holds, why."""
+    safe = audit_reports.safe_cell
+    steps = list(
+        run.steps.select_related("done_by")
+        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("user")))
+        .order_by("phase_index", "position")
+    )
+    titles = {i: str(phase.get("title", "")) for i, phase in enumerate(run.phases)}
+    for s in steps:
+        phase = f"{s.phase_index + 1}. {titles.get(s.phase_index, '')}".strip()
+        if s.kind == "check":
+            who, said = (s.done_by.get_username() if s.done_by else ""), s.note
+        elif s.kind == "action":
+            who, said = ("runway" if s.started_at else ""), s.summary
+        else:
+            who = ", ".join(a.user.get_username() for a in s.approvals.all())
+            said = s.summary
+        yield (
+            "step", phase, s.step_id, s.kind, safe(s.title), s.state, safe(who),
+            _when(s.finished_at or s.started_at), safe(said), s.verdict, "", "", "", "", "",
+        )  # fmt: skip
+    for s in steps:
+        phase = f"{s.phase_index + 1}. {titles.get(s.phase_index, '')}".strip()
+        for a in s.approvals.all():
+            void = a.void_reasons(run)
+            yield (
+                "decision", phase, s.step_id, s.kind, safe(s.title),
+                "void" if void else "holds", safe(a.user.get_username()), _when(a.created_at),
+                safe(a.comment), "", a.decision, safe(a.target_revision), a.risk_hash,
+                f"#{a.backup_id_seen}" if a.backup_id_seen else "", safe("; ".join(void)),
+            )  # fmt: skip
+
+
+def stream_run_csv(run: Run) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RUN_CSV_HEADER)
+    writer.writerows(run_csv_rows(run))
+    yield buffer.getvalue().encode()
+
+
 @require_GET
 @role_required(Role.VIEWER)
 def run_report(request: HttpRequest, name: str, run_id: int, fmt: str) -> HttpResponseBase:
     if fmt not in FORMATS:
-        raise Http404(f"No {fmt} report: choose csv, json or pdf.")
+        raise Http404(f"No {fmt} report: choose csv, audit.csv, json or pdf.")
     run = (
         Run.objects.select_related("database", "started_by")
         .filter(pk=run_id, database__name=name)
@@ -136,6 +208,10 @@ def run_report(request: HttpRequest, name: str, run_id: int, fmt: str) -> HttpRe
     filename = f"runway-run-{run.pk}-{run.database.name}.{fmt}"
     response: HttpResponseBase
     if fmt == "csv":
+        response = StreamingHttpResponse(
+            stream_run_csv(run), content_type="text/csv; charset=utf-8"
+        )
+    elif fmt == "audit.csv":
         response = StreamingHttpResponse(
             audit_reports.stream_csv(events), content_type="text/csv; charset=utf-8"
         )
@@ -165,6 +241,7 @@ def _pdf_context(request: HttpRequest, run: Run, events: QuerySet[AuditEvent]) -
     listed = list(events[: settings.RUNWAY_PDF_MAX_EVENTS])
     return run_context(run) | {
         "events": listed,
+        "listing": audit_reports.listing(listed, value_chars=160),
         "truncated": len(listed) == settings.RUNWAY_PDF_MAX_EVENTS,
         "generated_by": request.user.get_username(),
         "generated_at": timezone.now(),

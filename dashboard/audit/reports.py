@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.audit.chain import GENESIS, canonical, verify, verify_each
+from dashboard.audit.chain import GENESIS, verify, verify_each
 from dashboard.audit.models import AuditEvent
 
 CHUNK = 2000  # rows per FETCH from the server-side cursor, and per write to the client
@@ -178,11 +178,52 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else (value or None)
 
 
-def _walk(events: QuerySet[AuditEvent]) -> Iterator[AuditEvent]:
-    # Inside a transaction the named cursor is declared WITHOUT HOLD and streams; if the client
-    # goes away, closing the generator rolls the transaction back (it wrote nothing).
+# The exports read tuples, not model instances (a third of the time went to building them), and
+# write each event with prepared encoders: json.dumps with options builds a new encoder per call.
+_EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "details",
+    "prev_hash",
+    "hash",
+)
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_details_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_string_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _walk(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
+    """The events as tuples of ``_EXPORT_FIELDS``, in the queryset's order.
+
+    Inside a transaction the named cursor is declared WITHOUT HOLD and streams; if the client
+    goes away, closing the generator rolls the transaction back (it wrote nothing)."""
     with transaction.atomic():
-        yield from events.iterator(chunk_size=CHUNK)
+        yield from events.values_list(*_EXPORT_FIELDS).iterator(chunk_size=CHUNK)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_row(row: tuple[Any, ...]) -> str:
+    """``chain.canonical()`` of the event in ``row`` (``_EXPORT_FIELDS``), as text: the same
+    object, its keys written in their sorted order (action, actor, actor_id, details, id,
+    object, object_id, object_type, prev, time) by the same encoder."""
+    pk, created, actor_id, actor, action, otype, oid, orepr, details, prev, _ = row
+    s = _string_json
+    return (
+        f'{{"action":{s(action)},"actor":{s(actor)},'
+        f'"actor_id":{"null" if actor_id is None else int(actor_id)},'
+        f'"details":{_canonical_json(details)},"id":{int(pk)},"object":{s(orepr)},'
+        f'"object_id":{s(oid)},"object_type":{s(otype)},"prev":{s(prev)},'
+        f'"time":"{_utc(created)}"}}'
+    )
 
 
 def stream_json(events: QuerySet[AuditEvent], *, meta: Mapping[str, Any]) -> Iterator[bytes]:
@@ -190,22 +231,18 @@ def stream_json(events: QuerySet[AuditEvent], *, meta: Mapping[str, Any]) -> Ite
     ``{"meta": {...}, "events": [{canonical fields..., "hash": ...}, ...], "count": N}``."""
     yield b'{"meta":' + json.dumps(meta, ensure_ascii=False).encode() + b',\n"events":['
     count = 0
-    batch: list[bytes] = []
-    for event in _walk(events):
-        # canonical() is a JSON object: reopen it to add the hash, so the event minus "hash" is
-        # byte for byte what was hashed.
-        batch.append(b"\n" + canonical(event)[:-1] + b',"hash":' + _quoted(event.hash) + b"}")
+    batch: list[str] = []
+    for row in _walk(events):
+        # The canonical object reopened to add the hash, so the event minus "hash" is byte for
+        # byte what was hashed.
+        batch.append(f'\n{canonical_row(row)[:-1]},"hash":{_string_json(row[10])}}}')
         count += 1
         if len(batch) == CHUNK:
-            yield (b"," if count > CHUNK else b"") + b",".join(batch)
+            yield (("," if count > CHUNK else "") + ",".join(batch)).encode()
             batch = []
     if batch:
-        yield (b"," if count > len(batch) else b"") + b",".join(batch)
+        yield (("," if count > len(batch) else "") + ",".join(batch)).encode()
     yield b'\n],\n"count":' + str(count).encode() + b"}\n"
-
-
-def _quoted(text: str) -> bytes:
-    return json.dumps(text).encode()
 
 
 def stream_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
@@ -215,34 +252,177 @@ def stream_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
-    for count, event in enumerate(_walk(events), start=1):
-        writer.writerow(
+    batch: list[tuple[Any, ...]] = []
+    formula = _FORMULA_START
+    for pk, created, actor_id, actor, action, otype, oid, orepr, details, prev, digest in _walk(
+        events
+    ):
+        batch.append(
             (
-                event.pk,
-                event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
-                "" if event.actor_id is None else event.actor_id,
-                _cell(event.actor_name),
-                _cell(event.action),
-                _cell(event.object_type),
-                _cell(event.object_id),
-                _cell(event.object_repr),
-                json.dumps(event.details, sort_keys=True, ensure_ascii=False),
-                event.prev_hash,
-                event.hash,
+                pk,
+                _utc(created),
+                "" if actor_id is None else actor_id,
+                "'" + actor if actor.startswith(formula) else actor,
+                "'" + action if action.startswith(formula) else action,
+                "'" + otype if otype.startswith(formula) else otype,
+                "'" + oid if oid.startswith(formula) else oid,
+                "'" + orepr if orepr.startswith(formula) else orepr,
+                _details_json(details),
+                prev,
+                digest,
             )
         )
-        if count % CHUNK == 0:
+        if len(batch) == CHUNK:
+            writer.writerows(batch)
+            batch = []
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
+    writer.writerows(batch)
     yield buffer.getvalue().encode()
 
 
-def _cell(text: str) -> str:
+def safe_cell(text: str) -> str:
+    """``text`` for a CSV cell: a leading apostrophe if a spreadsheet would run it as a formula."""
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 # --- PDF ---
+
+# The PDFs list events as fixed-width text, one <pre> block per event, in columns of DejaVu Sans
+# Mono on a landscape page. WeasyPrint lays out a table cell by cell (about 10,000 line boxes for
+# 1,000 events, most of a 15 s render); a block of pre-wrapped lines costs a line box a line.
+# The wrapping is done here, at spaces, and a word too long for its column is cut after a
+# separator ('/', '.', '_', '-', ':', ',') where it has one: no "engine/er" splits.
+LISTING_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("#", 7),
+    ("When (UTC)", 19),
+    ("Who", 14),
+    ("Action", 26),
+    ("Object", 30),
+    ("Details", 68),
+    ("Hash", 12),
+)
+_GAP = "  "
+_SEPARATORS = "/._-:,"
+DETAIL_LINES = 12  # lines of details at most per event; the exports hold the rest
+
+
+def detail_lines(details: Any, *, value_chars: int = 400) -> list[str]:
+    """An event's details as ``label: value`` lines: keys with spaces for underscores, nested
+    objects as ``parent child: value``, lists of plain values joined by commas, lists of objects
+    as ``key value, key value; ...``; each value cut at ``value_chars`` characters."""
+    lines: list[str] = []
+
+    def plain(value: Any) -> str:
+        if value is None:
+            return "none"
+        if value == "":
+            return "—"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, Mapping):
+            return ", ".join(f"{_label(k)} {plain(v)}" for k, v in value.items()) or "none"
+        if isinstance(value, list | tuple):
+            joiner = "; " if any(isinstance(v, Mapping | list | tuple) for v in value) else ", "
+            return joiner.join(plain(v) for v in value) or "none"
+        return str(value)
+
+    def walk(value: Any, label: str) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                walk(inner, f"{label} {_label(key)}" if label else _label(key))
+            return
+        text = plain(value)
+        if len(text) > value_chars:
+            text = text[: value_chars - 1] + "…"
+        lines.append(f"{label}: {text}" if label else text)
+
+    if details not in (None, {}, [], ""):
+        walk(details, "")
+    return lines
+
+
+def _label(key: Any) -> str:
+    return str(key).replace("_", " ")
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces; a longer word is
+    cut after the last separator that fits, or at the width when it has none."""
+    out: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split(" "):
+            while len(word) > width:
+                if line:
+                    out.append(line)
+                    line = ""
+                cut = max(word.rfind(c, 0, width) for c in _SEPARATORS) + 1
+                cut = cut if cut > width // 3 else width
+                out.append(word[:cut])
+                word = word[cut:]
+            if not line:
+                line = word
+            elif len(line) + 1 + len(word) <= width:
+                line += " " + word
+            else:
+                out.append(line)
+                line = word
+        out.append(line)
+    return out
+
+
+def listing_header() -> str:
+    return _GAP.join(
+        title.rjust(width) if index == 0 else title.ljust(width)
+        for index, (title, width) in enumerate(LISTING_COLUMNS)
+    ).rstrip()
+
+
+def listing_block(event: AuditEvent, *, value_chars: int = 400) -> str:
+    """One event as lines of text in the listing's columns."""
+    details = detail_lines(event.details, value_chars=value_chars)
+    if len(details) > DETAIL_LINES:
+        more = len(details) - DETAIL_LINES + 1
+        details = details[: DETAIL_LINES - 1] + [f"(and {more} more in the CSV and JSON)"]
+    obj = event.object_type + (f": {event.object_repr}" if event.object_repr else "")
+    widths = [width for _, width in LISTING_COLUMNS]
+    cells = [
+        [str(event.pk).rjust(widths[0])],
+        [event.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")],
+        wrap(event.actor_name, widths[2]),
+        wrap(event.action, widths[3]),
+        wrap(obj, widths[4]),
+        [part for line in details for part in _hanging(line, widths[5])] or ["—"],
+        [event.hash[:12]],
+    ]
+    height = max(len(cell) for cell in cells)
+    return "\n".join(
+        _GAP.join(
+            (cell[row] if row < len(cell) else "").ljust(width)
+            for cell, width in zip(cells, widths, strict=True)
+        ).rstrip()
+        for row in range(height)
+    )
+
+
+@dataclass(frozen=True)
+class Listing:
+    header: str
+    blocks: list[str]
+
+
+def listing(events: Iterable[AuditEvent], *, value_chars: int = 400) -> Listing:
+    """What ``audit/_listing.html`` prints for these events."""
+    return Listing(listing_header(), [listing_block(e, value_chars=value_chars) for e in events])
+
+
+def _hanging(line: str, width: int) -> list[str]:
+    """A details line wrapped with its continuation lines indented under the value."""
+    first = wrap(line, width)[0]
+    rest = line[len(first) :].strip() if line.startswith(first) else ""
+    return [first, *("  " + part for part in wrap(rest, width - 2))] if rest else [first]
 
 
 @dataclass(frozen=True)
@@ -291,6 +471,7 @@ def period_report(
         "head": head,
         "total": total,
         "events": listed,
+        "listing": listing(listed),
         "truncated": total > limit,
         "limit": limit,
         "chain": chain,

@@ -222,7 +222,9 @@ def test_reports_download_in_three_formats(client, viewer, run):
     assert data["meta"]["run"]["target_revision"] == "0020"
     assert [e["action"] for e in data["events"]][0] == "run.started"
     csv_body = b"".join(client.get(url("run-report", run, "csv")).streaming_content).decode()
-    assert "run.started" in csv_body
+    assert csv_body.startswith("record,phase,step,") and "\nstep,1. First,look,check," in csv_body
+    audit = client.get(url("run-report", run, "audit.csv"))
+    assert "run.started" in b"".join(audit.streaming_content).decode()
     pdf = client.get(url("run-report", run, "pdf"))
     assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     assert client.get(url("run-report", run, "exe")).status_code == 404
