@@ -76,6 +76,14 @@ def test_the_revision_and_preflight_pages(page, live_server, viewer, analyticbot
         total_seconds=1.2,
         timings=[{"revision": r, "seconds": 0.3, "lock_wait_ms": 2, "ok": True} for r in PENDING],
     )
+    GateRun.objects.create(
+        database=analyticbot,
+        revisions=["0017"],
+        state="succeeded",
+        verdict="pass",
+        requested_at=now - timezone.timedelta(days=2),
+        finished_at=now - timezone.timedelta(days=2),
+    )
     page.set_viewport_size({"width": 1280, "height": 1000})
     log_in(page, live_server, "vera")
     page.goto(f"{live_server.url}/databases/{analyticbot.name}/revisions/0020/")
@@ -85,4 +93,5 @@ def test_the_revision_and_preflight_pages(page, live_server, viewer, analyticbot
     page.goto(f"{live_server.url}/databases/{analyticbot.name}/preflight/")
     no_sideways_scroll(page)
     assert page.locator("#gates-verdict + [data-freshness='out-of-date']").is_visible()
+    assert page.locator("#recent-gate-runs tr[data-freshness='out-of-date']").count() == 2
     page.screenshot(path=artifacts / "preflight-1280.png", full_page=True)
