@@ -28,7 +28,12 @@ from devstack.cluster import Cluster
 from devstack.load import AUTH_FAILURE_SQL
 from devstack.seeding import seed
 
-DEMO_USERS = [("lead", Role.LEAD), ("engineer", Role.ENGINEER), ("viewer", Role.VIEWER)]
+DEMO_USERS = [
+    ("lead", Role.LEAD),
+    ("lead2", Role.LEAD),  # a second pair of eyes, for the two-lead approval policy
+    ("engineer", Role.ENGINEER),
+    ("viewer", Role.VIEWER),
+]
 CRITICAL_TABLES = ["users", "channels", "scheduled_posts", "subscriptions", "payments"]
 # The columns devstack.load updates (its plan change and its channel rename): its own traffic
 # during a run is no loss.

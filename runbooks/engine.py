@@ -272,7 +272,8 @@ def awaits_deploy(run: Run, step: StepRun) -> bool:
     if run.deployed_at is not None or registered is None or not registered.destructive:
         return False
     # Read through run.steps.all() so that a list page's prefetch serves it.
-    return any(s.kind == "approval" and s.phase_index <= step.phase_index for s in run.steps.all())
+    at = (step.phase_index, step.position)
+    return any(s.kind == "approval" and (s.phase_index, s.position) < at for s in run.steps.all())
 
 
 def _withdraw(step: StepRun, stop: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -676,6 +677,10 @@ def _reopen_approvals(run: Run, reasons: list[str]) -> None:
             step.void("Approval void: " + "; ".join(reasons))
             first = step.phase_index if first is None else min(first, step.phase_index)
     withdrawn = []
+    if first is not None:
+        # What waited for Deploy waits for the approvals again.
+        for later in run.steps.filter(phase_index__gt=first, state=StepState.WAITING):
+            later.lock()
     if first is not None and first < run.phase_index:
         for later in run.steps.filter(phase_index__gt=first, state=StepState.STARTED):
             job = later.job

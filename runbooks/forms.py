@@ -67,7 +67,20 @@ class StartRunForm(ScheduleFields):
 
 
 class AmendForm(ScheduleFields):
-    target = forms.CharField(label="Target revision", max_length=64, required=False)
+    target = forms.ChoiceField(
+        label="Target revision",
+        required=False,
+        help_text="A pending revision; a new one starts the run over",
+    )
+    field_order = ["target", "planned_at", "window_start", "window_end"]
+
+    def __init__(
+        self, *args: Any, targets: list[tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["target"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", "— none —")] + (targets or [])
 
 
 class RequestReviewForm(forms.Form):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -490,7 +491,9 @@ class ApprovalPolicy(models.Model):
         help_text="Applies to runs whose worst pending revision has this grade or a higher one",
     )
     approvals = models.PositiveSmallIntegerField(
-        default=1, help_text="Approvals each approval step needs (from different people)"
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Approvals each approval step needs (from different people), 1 to 5",
     )
     staging_first = models.BooleanField(
         "staging first",

@@ -65,7 +65,7 @@ def run_context(run: Run) -> dict[str, Any]:
 def _deploy(run: Run, steps: list[StepRun]) -> dict[str, Any] | None:
     """The Deploy box: shown while a destructive step waits for it; whether it may be pressed
     now and, if not, why."""
-    if not run.is_active:
+    if not run.is_active or any(s.kind == "approval" and not s.is_done for s in steps):
         return None
     waiting = [s for s in steps if s.state == StepState.WAITING and engine.awaits_deploy(run, s)]
     if not waiting:

@@ -15,6 +15,7 @@ from dashboard.accounts.roles import Role, role_of
 from dashboard.backups.models import Backup, Validation
 from dashboard.lib import alembic
 from dashboard.schema import analysis
+from dashboard.schema.freshness import freshness
 from dashboard.schema.models import GateRun, Rehearsal
 from runbooks import engine, policy
 from runbooks.models import Approval, Comment, Run, StepRun, StepState
@@ -31,6 +32,11 @@ class Statement:
     in_transaction: bool
     findings: list[Any] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[Any]:
+        """Style notes: listed folded, they never weigh on the grade."""
+        return [f for f in self.findings if f.severity == "note"]
 
 
 @dataclass
@@ -96,6 +102,7 @@ def context(run: Run, user: Any) -> dict[str, Any]:
             decisions.append({"approval": a, "step": step, "void": a.void_reasons(run)})
     deciding = next((s for s in approval_steps if s.state == StepState.OPEN), None)
     requirement = policy.of_run(run)
+    pending = analysis.pending_of(db)
     return {
         "db": db,
         "run": run,
@@ -104,6 +111,8 @@ def context(run: Run, user: Any) -> dict[str, Any]:
         "worst": analysis.worst(reports) if reports else run.max_grade or "low",
         "rehearsal": rehearsal,
         "rehearse_step": rehearse_step,
+        "rehearsal_fresh": freshness(rehearsal, pending) if rehearsal else None,
+        "gate_fresh": freshness(gate_run, pending) if gate_run else None,
         "schema_diff": _schema_diff(rehearsal),
         "gate_run": gate_run,
         "gates": gated.get("gates", []),

@@ -311,12 +311,13 @@ def review_page(request: Request, name: str, run_id: int) -> HttpResponse:
         "decide_form": DecideForm(),
         "comment_form": CommentForm(),
         "amend_form": AmendForm(
+            targets=_targets(run.database),
             initial={
                 "target": run.target_revision,
                 "planned_at": run.planned_at,
                 "window_start": run.window_start,
                 "window_end": run.window_end,
-            }
+            },
         ),
         "request_form": RequestReviewForm(),
     }
@@ -350,7 +351,7 @@ def deploy(request: Request, name: str, run_id: int) -> HttpResponse:
 @role_required(Role.ENGINEER)
 def amend(request: Request, name: str, run_id: int) -> HttpResponse:
     run = _run(name, run_id)
-    form = AmendForm(request.POST)
+    form = AmendForm(request.POST, targets=_targets(run.database))
     if not form.is_valid():
         return _to_review(request, run, error=f"Nothing was changed: {_problems(form)}")
     data = form.cleaned_data

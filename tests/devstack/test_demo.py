@@ -85,7 +85,7 @@ def test_the_demo_serves_the_console_and_a_lead_sees_the_pending_revisions(page,
     try:
         demo.wait_up()
         passwords = dict(re.findall(r"^\s+(lead|engineer|viewer)\s+(\S+)$", demo.output, re.M))
-        assert set(passwords) == {"lead", "engineer", "viewer"}, demo.output
+        assert set(passwords) == {"lead", "lead2", "engineer", "viewer"}, demo.output
 
         log_in(page, base, "lead", passwords["lead"])
         # The demo runs as it will be deployed: DEBUG off, static files through WhiteNoise.

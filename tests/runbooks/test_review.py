@@ -356,3 +356,18 @@ def test_the_review_page_for_each_role(client, engineer, lead, analyticbot):
         follow=True,
     )
     assert "Nothing was changed" in response.content.decode()
+
+
+def test_an_admin_edits_the_policies_audited_and_validated(client, admin_user, lead, seeded_policy):
+    change = reverse("admin:runbooks_approvalpolicy_change", args=[seeded_policy.pk])
+    client.force_login(lead)
+    assert client.get(change).status_code == 302  # admins only
+    client.force_login(admin_user)
+    data = {"environment": "production", "grade": "high", "approvals": "9"}
+    response = client.post(change, data)
+    assert b"less than or equal to 5" in response.content
+    client.post(change, data | {"approvals": "3", "staging_first": "on"})
+    seeded_policy.refresh_from_db()
+    assert (seeded_policy.approvals, seeded_policy.staging_first) == (3, True)
+    event = AuditEvent.objects.get(action="approval_policy.changed")
+    assert event.details["approvals"] == 3 and event.actor_name == admin_user.username
