@@ -126,7 +126,8 @@ def risk_report(ctx: Context) -> Outcome:
     ctx.run.save(update_fields=["risk_hash"])
     worst = analysis.worst(reports) if reports else "low"
     for r in reports:
-        ctx.log(f"{r.revision}: {r.grade} ({len(r.findings)} findings)")
+        n = len(r.findings)
+        ctx.log(f"{r.revision}: {r.grade} ({n} finding{'s' if n != 1 else ''})")
     evidence = {
         "hash": digest,
         "revisions": [

@@ -11,7 +11,11 @@ class RunbooksConfig(AppConfig):
     verbose_name = "Runbooks"
 
     def ready(self) -> None:
-        from runbooks import steps  # noqa: F401  (registers the run_step job kind)
+        from dashboard.schema import origins
+        from runbooks import steps  # (also registers the run_step job kind)
+
+        # The preflight page links a gate run to the run whose step ran it.
+        origins.register(steps.gate_run_origins)
 
         # The triggers app, once installed, starts a rollback when a "roll back" rule fires; it
         # never imports runbooks: this hands it the function. Absent, nothing to do (a broken

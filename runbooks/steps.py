@@ -125,3 +125,14 @@ jobs.register(
         describe=lambda job: f"run step job #{job.pk}",
     )
 )
+
+
+def gate_run_origins(ids: list[int]) -> list[tuple[int, int, str]]:
+    """Which run's step ran each gate run (its id is in the step job's evidence), oldest first:
+    what dashboard.schema.origins asks (registered by runbooks/apps.py)."""
+    rows = (
+        StepJob.objects.filter(evidence__gate_run__in=ids)
+        .order_by("created_at")
+        .values_list("evidence__gate_run", "step__run_id", "step__title")
+    )
+    return [(int(g), int(r), str(t)) for g, r, t in rows]

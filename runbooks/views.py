@@ -94,7 +94,7 @@ def start(request: Request) -> HttpResponse:
         books = library.books()
     except RunbookError as exc:
         return render(request, "runbooks/start.html", {"error": str(exc)}, status=500)
-    initial = {k: request.GET[k] for k in ("runbook", "database", "target") if k in request.GET}
+    initial = {k: request.GET[k] for k in ("runbook", "database", "target") if request.GET.get(k)}
     chosen = (request.POST or request.GET).get("database", "")
     db = ManagedDatabase.objects.filter(name=chosen).first() if slug_re.match(chosen) else None
     form = StartRunForm(request.POST or None, books=books, targets=_targets(db), initial=initial)

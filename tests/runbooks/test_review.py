@@ -371,3 +371,20 @@ def test_an_admin_edits_the_policies_audited_and_validated(client, admin_user, l
     assert (seeded_policy.approvals, seeded_policy.staging_first) == (3, True)
     event = AuditEvent.objects.get(action="approval_policy.changed")
     assert event.details["approvals"] == 3 and event.actor_name == admin_user.username
+
+
+def test_the_runs_filter_waiting_for_me(client, engineer, lead, analyticbot):
+    run = start(engineer, analyticbot)
+    other = make_database(name="billing")
+    from helpers import checked
+
+    checked(other, "0016")
+    done = start(engineer, other)
+    engine.abort(engineer, done, "not now")
+    client.force_login(lead)
+    html = client.get(reverse("runs") + "?mine=on").content.decode()
+    assert f'data-run="{run.pk}"' in html and f'data-run="{done.pk}"' not in html
+    assert 'id="inbox-count"' in html
+    client.force_login(engineer)
+    html = client.get(reverse("runs") + "?mine=on").content.decode()
+    assert "No run matches" in html and 'id="inbox-count"' not in html

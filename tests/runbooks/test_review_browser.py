@@ -187,3 +187,21 @@ def test_a_missing_staging_run_and_an_approval_that_went_stale(
     erin.goto(f"{live_server.url}{run.get_absolute_url()}review/")
     expect(erin.locator("#conversation [data-void]").first).to_contain_text("stale")
     erin.screenshot(path=artifacts / "review-stale.png", full_page=True)
+
+
+def test_the_start_form_offers_the_pending_revisions_of_the_chosen_database(
+    browser, live_server, engineer, analyticbot, artifacts
+):
+    erin = page_of(browser, live_server, "erin")
+    erin.goto(f"{live_server.url}/runs/new/")
+    expect(erin.locator("#id_runbook")).to_have_value("production-deployment")
+    expect(erin.locator("#id_target option")).to_have_count(1)  # no database chosen yet
+    erin.locator("#id_database").select_option("analyticbot")
+    expect(erin.locator("#id_target option")).to_have_count(5)
+    expect(erin.locator("#id_target")).to_have_value("0020")
+    expect(erin.locator("#target-field")).to_contain_text("4 pending revisions on analyticbot")
+    erin.screenshot(path=artifacts / "start-form.png", full_page=True)
+    erin.locator("#id_target").select_option("0019")
+    erin.get_by_role("button", name="Start").click()
+    erin.wait_for_url("**/runs/*/")
+    assert Run.objects.get().target_revision == "0019"
