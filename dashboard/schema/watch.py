@@ -6,7 +6,8 @@ of its own to the managed database. About once a second (and at once when the mi
 a change through ``on_progress``) it reads (:func:`dashboard.lib.pg.watch_sample`) the migrating
 session's activity and what blocks it, its index build's progress
 (``pg_stat_progress_create_index``), and the database's traffic: commits per second
-(``pg_stat_database.xact_commit``, less the watcher's own and the revisions' own commits) and
+(``pg_stat_database.xact_commit``, less the watcher's own, guarded execution's polls and the
+revisions' own commits, each counted as it happens) and
 the longest lock wait of any other session, the application's stall. Each look becomes a
 snapshot handed to a :class:`Channel` (the run step's job row) for the run page; the series is
 kept bounded (:class:`Series`) for its plot and the step's evidence.
@@ -45,7 +46,6 @@ from dashboard.databases import credentials
 from dashboard.databases.models import ManagedDatabase
 from dashboard.lib import pg
 from dashboard.lib.alembic import online
-from dashboard.schema import guard
 
 if TYPE_CHECKING:
     from dashboard.schema.execution import Progress
@@ -361,9 +361,7 @@ class Watcher:
         self._started = time.monotonic()
         self._last_look = 0.0
         self._last_point = 0.0
-        self._waiting_since: float | None = None
-        self._waited = 0.0
-        self._poll_seconds = guard.Policy.of(db).poll_seconds + 0.002  # its query's time too
+        self._polls = 0  # guarded execution's looks at pg_locks (one commit each), as reported
         self._last_look_t = 0.0
         self._worst_since_point = 0.0
         self._history: collections.deque[tuple[float, int, int]] = collections.deque()
@@ -381,12 +379,7 @@ class Watcher:
         with self._lock:
             previous = self._progress
             self._progress = progress
-            now = time.monotonic()
-            if self._waiting_since is not None and progress.phase != "waiting":
-                self._waited += now - self._waiting_since
-                self._waiting_since = None
-            if progress.phase == "waiting" and self._waiting_since is None:
-                self._waiting_since = now
+            self._polls += _polls_before(previous, progress)
             self._commits_seen = sum(1 for t in progress.timings if t.get("ok"))
             if progress.phase == "attempt" and (
                 previous is None
@@ -537,14 +530,10 @@ class Watcher:
         self._worst_since_point = max(self._worst_since_point, traffic.longest_lock_wait_ms)
         if self._history and t - self._last_point < PLOT_STEP * 0.9:
             return  # shown and counted, not plotted
-        # Runway's own commits: each look of the watcher is one transaction, each revision that
-        # committed one more, and while it waits for conflicting sessions migrate() asks
-        # pg_locks about once a poll (an estimate: those are not counted one by one).
+        # Runway's own commits, each counted: each look of the watcher is one transaction, each
+        # revision that committed one more, and each look of guarded execution at pg_locks.
         with self._lock:
-            waited = self._waited + (
-                time.monotonic() - self._waiting_since if self._waiting_since is not None else 0.0
-            )
-        own = self._looks + self._commits_seen + round(waited / self._poll_seconds)
+            own = self._looks + self._commits_seen + self._polls
         self._history.append((traffic.at, traffic.xact_commit, own))
         while len(self._history) > 2 and self._history[1][0] <= traffic.at - RATE_WINDOW:
             self._history.popleft()
@@ -722,6 +711,26 @@ class Watcher:
             )
         report.invalid_indexes = pg.all_invalid_indexes(conn)
         self._stop_state.update(confirmed_at=_now(), database_at=report.version_now)
+
+
+def _polls_before(previous: Progress | None, progress: Progress) -> int:
+    """How many looks at pg_locks (guard's polls, one autocommit transaction each) guarded
+    execution made just before reporting ``progress``: it reports "waiting" after each poll that
+    found a conflicting session, "backoff" after the poll that follows a failed attempt, and
+    starts an attempt after the poll that found the way clear (or after its wait ran out, one
+    poll too many counted then). migrate()'s own "waiting" before a revision (attempt 0) follows
+    no poll, nor do the reports within an attempt (a statement started or ended, the pid)."""
+    if progress.attempt < 1:
+        return 0
+    if progress.phase == "waiting":
+        return 1
+    if progress.phase in ("backoff", "attempt"):
+        entered = previous is None or (previous.phase, previous.attempt) != (
+            progress.phase,
+            progress.attempt,
+        )
+        return 1 if entered else 0
+    return 0
 
 
 def _own_transaction(session: pg.ActiveSession) -> bool:
