@@ -600,6 +600,11 @@ def amend(
             for step in run.steps.filter(kind="approval", state=StepState.DONE):
                 step.void(f"Approval void: the run was {reason} (new schedule).")
                 run.phase_index = min(run.phase_index, step.phase_index)
+                # What waited for Deploy waits for the approvals again.
+                for later in run.steps.filter(
+                    phase_index__gt=step.phase_index, state=StepState.WAITING
+                ):
+                    later.lock()
         for step in run.steps.filter(kind="approval"):
             count = policy.requirement(run.database, grade, _book_count(run, step)).approvals
             if count != step.count:
