@@ -26,7 +26,8 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import CharField, F, Func, QuerySet, TextField, Value
+from django.db.models.functions import Cast
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -178,51 +179,57 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else (value or None)
 
 
-# The exports read tuples, not model instances (a third of the time went to building them), and
-# write each event with prepared encoders: json.dumps with options builds a new encoder per call.
+# The exports read plain tuples, not model instances (building them took a third of the time),
+# with the time already written by PostgreSQL in UTC ISO 8601 and the details as their JSON text:
+# no converter runs per row (Django's time-zone-aware timestamp loader and the JSON field's
+# decoder were most of the rest). Each event is then written with prepared encoders (json.dumps
+# with options builds a new encoder per call).
+_UTC_ISO = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'  # datetime.isoformat(timespec="microseconds")
 _EXPORT_FIELDS = (
     "id",
-    "created_at",
+    "export_time",
     "actor_id",
     "actor_name",
     "action",
     "object_type",
     "object_id",
     "object_repr",
-    "details",
+    "export_details",
     "prev_hash",
     "hash",
 )
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _details_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _string_json = json.JSONEncoder(ensure_ascii=False).encode
+_load_json = json.JSONDecoder().decode
 
 
 def _walk(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
-    """The events as tuples of ``_EXPORT_FIELDS``, in the queryset's order.
+    """The events as tuples of ``_EXPORT_FIELDS`` (time: text, UTC; details: JSON text), in the
+    queryset's order.
 
     Inside a transaction the named cursor is declared WITHOUT HOLD and streams; if the client
     goes away, closing the generator rolls the transaction back (it wrote nothing)."""
+    utc = Func(Value("UTC"), F("created_at"), function="timezone")
+    rows = events.annotate(
+        export_time=Func(utc, Value(_UTC_ISO), function="to_char", output_field=CharField()),
+        export_details=Cast("details", TextField()),
+    ).values_list(*_EXPORT_FIELDS)
     with transaction.atomic():
-        yield from events.values_list(*_EXPORT_FIELDS).iterator(chunk_size=CHUNK)
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+        yield from rows.iterator(chunk_size=CHUNK)
 
 
 def canonical_row(row: tuple[Any, ...]) -> str:
     """``chain.canonical()`` of the event in ``row`` (``_EXPORT_FIELDS``), as text: the same
     object, its keys written in their sorted order (action, actor, actor_id, details, id,
     object, object_id, object_type, prev, time) by the same encoder."""
-    pk, created, actor_id, actor, action, otype, oid, orepr, details, prev, _ = row
+    pk, utc, actor_id, actor, action, otype, oid, orepr, details, prev, _ = row
     s = _string_json
     return (
         f'{{"action":{s(action)},"actor":{s(actor)},'
         f'"actor_id":{"null" if actor_id is None else int(actor_id)},'
-        f'"details":{_canonical_json(details)},"id":{int(pk)},"object":{s(orepr)},'
-        f'"object_id":{s(oid)},"object_type":{s(otype)},"prev":{s(prev)},'
-        f'"time":"{_utc(created)}"}}'
+        f'"details":{_canonical_json(_load_json(details))},"id":{int(pk)},"object":{s(orepr)},'
+        f'"object_id":{s(oid)},"object_type":{s(otype)},"prev":{s(prev)},"time":"{utc}"}}'
     )
 
 
@@ -254,20 +261,18 @@ def stream_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     writer.writerow(CSV_HEADER)
     batch: list[tuple[Any, ...]] = []
     formula = _FORMULA_START
-    for pk, created, actor_id, actor, action, otype, oid, orepr, details, prev, digest in _walk(
-        events
-    ):
+    for pk, utc, actor_id, actor, action, otype, oid, orepr, details, prev, digest in _walk(events):
         batch.append(
             (
                 pk,
-                _utc(created),
+                utc,
                 "" if actor_id is None else actor_id,
                 "'" + actor if actor.startswith(formula) else actor,
                 "'" + action if action.startswith(formula) else action,
                 "'" + otype if otype.startswith(formula) else otype,
                 "'" + oid if oid.startswith(formula) else oid,
                 "'" + orepr if orepr.startswith(formula) else orepr,
-                _details_json(details),
+                _details_json(_load_json(details)),
                 prev,
                 digest,
             )
