@@ -84,7 +84,7 @@ def test_the_demo_serves_the_console_and_a_lead_sees_the_pending_revisions(page,
     demo = Demo(home, port)
     try:
         demo.wait_up()
-        passwords = dict(re.findall(r"^\s+(lead|engineer|viewer)\s+(\S+)$", demo.output, re.M))
+        passwords = dict(re.findall(r"^\s+(lead2?|engineer|viewer)\s+(\S+)$", demo.output, re.M))
         assert set(passwords) == {"lead", "lead2", "engineer", "viewer"}, demo.output
 
         log_in(page, base, "lead", passwords["lead"])
