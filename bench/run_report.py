@@ -4,8 +4,9 @@
 
 Starts its own PostgreSQL cluster, migrates Runway's database, makes the demo's production
 target (``devstack.demo``: analyticbot at 0016, seeded with ``--users`` users) and the demo's
-cast, then runs the ``production-deployment`` runbook to 0020 for real, in this process (Celery
-eager): risk report, rehearsal, every check ticked, backup, validation, gates, the lead's
+cast, then runs the ``production-deployment`` runbook to 0020 for real: its jobs go to a real
+Redis broker and are run here, through the job lifecycle, as a worker would (claim, heartbeat,
+end): risk report, rehearsal, every check ticked, backup, validation, gates, the lead's
 approval, the upgrade, the integrity check, post-deployment. The run has every step, attempt,
 approval, the backup and its validation, and its audit events, as the demo's run has.
 
@@ -91,6 +92,29 @@ def child(fmt: str, run_id: int, out: str) -> None:
     )
 
 
+def _run_queued() -> None:
+    """Run every queued connection check and step job here, oldest first, through the job
+    lifecycle (what a worker does with the broker's message), until none is queued."""
+    from dashboard.databases.models import ConnectionCheck
+    from dashboard.jobs import lifecycle
+    from dashboard.jobs.models import JobState
+    from runbooks.models import StepJob
+
+    while True:
+        check = ConnectionCheck.objects.filter(state=JobState.QUEUED).order_by("pk").first()
+        if check is not None:
+            lifecycle.run("connection_check", check.pk)
+            continue
+        job = (
+            StepJob.objects.filter(state=JobState.QUEUED)
+            .order_by("step__run", "step__phase_index", "step__position")
+            .first()
+        )
+        if job is None:
+            return
+        lifecycle.run("run_step", job.pk)
+
+
 def make_run(cluster: Any, work: Path, users: int) -> int:
     """The demo's production target and cast, and one production deployment run to the end."""
     import django
@@ -101,13 +125,11 @@ def make_run(cluster: Any, work: Path, users: int) -> int:
     call_command("migrate", verbosity=0)
 
     from dashboard.backups.models import BackupPolicy
-    from dashboard.celery import app
     from devstack import demo
     from devstack.launcher import TARGET_ROLE
     from runbooks import engine, library
     from runbooks.models import RunState, StepState
 
-    app.conf.task_always_eager = True  # the step jobs run here, in order, as a worker would
     password = (work / "db-secrets" / "analyticbot.password").read_text().strip()
     target = demo.TARGETS[0]
     started = time.perf_counter()
@@ -123,7 +145,8 @@ def make_run(cluster: Any, work: Path, users: int) -> int:
         database=db, defaults={"storage_url": f"file://{work / 'backups'}"}
     )
     demo.create_users()
-    demo.request_checks()  # its connection check (eager: done here) tells its revision
+    demo.request_checks()  # its connection check tells its revision
+    _run_queued()
     print(f"  target {db.name} seeded with {users:,} users: {time.perf_counter() - started:.0f} s")
 
     from django.contrib.auth.models import User
@@ -132,6 +155,10 @@ def make_run(cluster: Any, work: Path, users: int) -> int:
     started = time.perf_counter()
     run = engine.start_run(engineer, library.get("production-deployment"), db, "0020")
     for _ in range(10):
+        run.refresh_from_db()
+        if not run.is_active:
+            break
+        _run_queued()
         run.refresh_from_db()
         if not run.is_active:
             break
@@ -209,7 +236,8 @@ def main() -> None:
         child(args.child, args.run, args.out)
         return
 
-    from devstack.cluster import start_cluster
+    from devstack import redis_server
+    from devstack.cluster import free_port, start_cluster
     from devstack.launcher import TARGET_ROLE
 
     work = Path(tempfile.mkdtemp(prefix="runway-bench-run-report-"))
@@ -219,6 +247,10 @@ def main() -> None:
     target_password = secrets.token_urlsafe(18)
     (secrets_dir / "analyticbot.password").write_text(target_password)
     cluster = start_cluster(work / "pg")
+    redis_port = free_port()
+    broker = subprocess.Popen(
+        redis_server.command(redis_port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
         cluster.create_database("runway")
         cluster.create_role(TARGET_ROLE, target_password)
@@ -234,6 +266,7 @@ def main() -> None:
             "RUNWAY_BACKUP_STORAGE": f"file://{work / 'backups'}",
             "RUNWAY_BACKUP_PASSPHRASE": secrets.token_urlsafe(18),
             "RUNWAY_SECRETS_DIR": str(secrets_dir),
+            "CELERY_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
         if args.profile:
             env["RUNWAY_BENCH_PROFILE"] = str(Path(args.profile).resolve())
@@ -283,6 +316,8 @@ def main() -> None:
         if args.keep:
             print(f"reports kept in {keep}")
     finally:
+        broker.terminate()
+        broker.wait(timeout=10)
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
 

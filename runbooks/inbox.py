@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest
 
 from dashboard.accounts.roles import Role, role_of
 from runbooks import engine
@@ -81,6 +82,20 @@ def _may_approve(run: Run, step: StepRun, user: User, role: Role) -> bool:
         return False
     given = [a for a in step.approvals.all() if a.user_id == user.pk]
     return not any(engine.holds(run, step, a) for a in given)
+
+
+_CACHE = "_runway_inbox"
+
+
+def for_request(request: HttpRequest) -> list[Item]:
+    """:func:`waiting_for` the request's user, counted once per request (the navigation's count
+    and the overview's panel share it)."""
+    cached: list[Item] | None = getattr(request, _CACHE, None)
+    if cached is None:
+        user = getattr(request, "user", None)
+        cached = waiting_for(user) if isinstance(user, User) and user.is_authenticated else []
+        setattr(request, _CACHE, cached)
+    return cached
 
 
 def run_ids(user: User) -> list[int]:

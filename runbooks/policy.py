@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from dashboard.accounts.roles import Role, role_of
+from dashboard.accounts.roles import Role, users_with
 from dashboard.databases.models import ManagedDatabase
 from runbooks.models import GRADES, ApprovalPolicy, Run, RunState, StepRun
 
@@ -67,11 +67,10 @@ def of_run(run: Run) -> Requirement:
 def eligible(run: Run, step: StepRun) -> list[User]:
     """Who may give this step an approval: active users of its role or higher, never whoever
     started the run when the step is four-eyes."""
-    needed = Role[(step.role or "lead").upper()]
-    people = User.objects.filter(is_active=True).order_by("username")
+    people = users_with(Role[(step.role or "lead").upper()]).order_by("username")
     if step.four_eyes:
         people = people.exclude(pk=run.started_by_id)
-    return [u for u in people if (role := role_of(u)) is not None and role >= needed]
+    return list(people)
 
 
 def cannot_be_met(run: Run, step: StepRun) -> str:

@@ -329,10 +329,7 @@ def _problems(form: forms.Form) -> str:
 
 
 def _to_review(request: Request, run: Run, error: str = "", ok: str = "") -> HttpResponse:
-    if error:
-        messages.error(request, error)
-    if ok:
-        messages.success(request, ok)
+    _back(request, run, error, ok)
     return redirect("run-review", run.database.name, run.pk)
 
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -113,22 +115,14 @@ def _gate_run(run: GateRun, pending: Pending) -> list[str]:
         reasons.append(f"gate run #{newer.pk} is newer ({verdict}{_ago(newer.finished_at)})")
     ended = run.finished_at
     if ended is not None:
-        rehearsed = (
-            Rehearsal.objects.filter(database_id=run.database_id, state__in=FINISHED)
-            .filter(finished_at__gt=ended)
-            .order_by("-finished_at", "-pk")
-            .first()
-        )
+        rehearsed = _first_after(Rehearsal.objects.filter(database_id=run.database_id), ended)
         if rehearsed is not None:
             reasons.append(
                 f"rehearsal #{rehearsed.pk} ({rehearsed.get_state_display().lower()}) finished "
                 "after these gates ran, so their rehearsal gate is not what it would say now"
             )
-        validated = (
-            Validation.objects.filter(backup__database_id=run.database_id, state__in=FINISHED)
-            .filter(finished_at__gt=ended)
-            .order_by("-finished_at", "-pk")
-            .first()
+        validated = _first_after(
+            Validation.objects.filter(backup__database_id=run.database_id), ended
         )
         if validated is not None:
             reasons.append(
@@ -136,6 +130,15 @@ def _gate_run(run: GateRun, pending: Pending) -> list[str]:
                 "gates ran, so their backup gate is not what it would say now"
             )
     return reasons
+
+
+def _first_after[J: (Rehearsal, Validation)](found: QuerySet[J], ended: datetime) -> J | None:
+    """The newest of ``found`` that finished after ``ended``."""
+    return (
+        found.filter(state__in=FINISHED, finished_at__gt=ended)
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
 
 
 def freshness(result: GateRun | Rehearsal, pending: Pending) -> Freshness:

@@ -13,6 +13,5 @@ register = template.Library()
 @register.inclusion_tag("runbooks/_inbox.html", takes_context=True)
 def inbox_panel(context: template.Context) -> dict[str, Any]:
     request = context.get("request")
-    user = getattr(request, "user", None)
-    items = inbox.waiting_for(user) if user is not None and user.is_authenticated else []
+    items = inbox.for_request(request) if request is not None else []
     return {"items": items, "can_engineer": context.get("can_engineer")}
