@@ -26,11 +26,12 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import transaction
-from django.db.models import CharField, F, Func, QuerySet, TextField, Value
+from django.db.models import CharField, F, Func, Q, QuerySet, TextField, Value
 from django.db.models.functions import Cast
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from dashboard.audit import actions, links
 from dashboard.audit.chain import GENESIS, verify, verify_each
 from dashboard.audit.models import AuditEvent
 
@@ -86,8 +87,11 @@ def filtered_events(filters: Mapping[str, Any]) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.all()
     if filters.get("actor"):
         events = events.filter(actor_name=filters["actor"])
-    if filters.get("action"):
-        events = events.filter(action__startswith=filters["action"])
+    if action := filters.get("action"):
+        if actions.is_family(action):  # "run.": run and run.*, not runbook.*
+            events = events.filter(Q(action__startswith=action) | Q(action=action[:-1]))
+        else:
+            events = events.filter(action=action)
     if filters.get("object_type"):
         events = events.filter(object_type=filters["object_type"])
     if filters.get("object_id"):
@@ -132,6 +136,46 @@ def page_of(
     older = shown[-1].pk if len(rows) > size else None
     newer = (shown[0].pk if shown else before - 1) if before is not None else None
     return Page(shown, newer, older)
+
+
+# The page's Details cell: the first lines of ``detail_lines()``, each cut short; the whole
+# details as JSON behind a disclosure when anything was left out.
+CELL_LINES = 6
+CELL_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Row:
+    """One event as the audit page lists it."""
+
+    event: AuditEvent
+    url: str | None  # the object's page, when it has one and still exists
+    details: list[tuple[str, str]]  # (label, value), the label empty for a plain value
+    more: int  # lines of details not shown
+    cut: bool  # something was left out or shortened: the full JSON is offered
+    full: str  # the details as indented JSON
+
+
+def rows(events: list[AuditEvent]) -> list[Row]:
+    """The page's rows: each event with its object's link (one query per object type, see
+    ``links``) and its details as short ``label: value`` lines."""
+    urls = links.links(events)
+    return [_row(event, urls.get((event.object_type, event.object_id))) for event in events]
+
+
+def _row(event: AuditEvent, url: str | None) -> Row:
+    lines = detail_lines(event.details, value_chars=CELL_CHARS)
+    whole = detail_lines(event.details, value_chars=10**9)
+    # One line more rather than a disclosure that would hide a single line.
+    shown = lines if len(lines) <= CELL_LINES + 1 else lines[:CELL_LINES]
+    pairs = []
+    for line in shown:
+        label, colon, value = line.partition(": ")
+        pairs.append((label, value) if colon and isinstance(event.details, Mapping) else ("", line))
+    more = len(lines) - len(shown)
+    cut = more > 0 or lines != whole
+    full = json.dumps(event.details, indent=2, ensure_ascii=False) if cut else ""
+    return Row(event, url, pairs, more, cut, full)
 
 
 def _day_start(day: date) -> datetime:

@@ -51,7 +51,8 @@ def audit_events(request: Request) -> HttpResponse:
     for name in _NAVIGATION:
         query.pop(name, None)
     template = "audit/_events.html" if request.htmx else "audit/events.html"
-    context = {"form": form, "page": page, "query": query.urlencode()}
+    context = {"form": form, "page": page, "rows": reports.rows(page.events)}
+    context["query"] = query.urlencode()
     return render(request, template, context | {"pdf_max": f"{settings.RUNWAY_PDF_MAX_EVENTS:,}"})
 
 

@@ -1,9 +1,19 @@
+import re
+
 import pytest
 from django.urls import reverse
 
 from dashboard.audit.chain import record
 
 URL = reverse("audit-events")
+
+
+def listed(body: str) -> list[str]:
+    """The actions of the events the table lists, top down (the filter's select names actions
+    too: this reads the table only)."""
+    table = body[body.index("<tbody>") : body.index("</tbody>")]
+    actions = re.findall(r"<td class=\"wrap\"><code>(.*?)</code>", table)
+    return [action.replace("<wbr>", "") for action in actions]
 
 
 def test_it_lists_events_for_a_viewer(client, viewer, lead):
@@ -40,7 +50,7 @@ def test_it_filters_by_actor_and_action(client, viewer, lead, engineer):
     record(engineer, "run.started", engineer)
     client.force_login(viewer)
     body = client.get(URL, {"actor": "erin", "action": "run."}).content.decode()
-    assert "run.started" in body and "run.approved" not in body
+    assert listed(body) == ["run.started"]
 
 
 def test_it_explains_a_reversed_date_range(client, viewer):
@@ -82,13 +92,13 @@ def test_it_pages_by_id_newest_first(client, viewer, lead):
     client.force_login(viewer)  # the log-in is an event too: 61 in all
     events = [record(lead, f"e{i}", lead) for i in range(60)]
     first = client.get(URL).content.decode()
-    assert "e59" in first and "e10" in first and "e9<" not in first
+    assert listed(first) == [f"e{i}" for i in range(59, 9, -1)]
     assert f"before={events[10].pk}" in first and "after=" not in first
     second = client.get(URL, {"before": events[10].pk}).content.decode()
-    assert "e9<" in second and "e0<" in second and "e10<" not in second
+    assert listed(second) == [f"e{i}" for i in range(9, -1, -1)] + ["user.logged_in"]
     assert "older" not in second and f"after={events[9].pk}" in second
     back = client.get(URL, {"after": events[9].pk}).content.decode()
-    assert "e10<" in back and "e59<" in back and "e9<" not in back
+    assert listed(back) == [f"e{i}" for i in range(59, 9, -1)]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +109,7 @@ def test_a_cursor_that_is_no_event_id_shows_the_first_page(client, viewer, lead,
     client.force_login(viewer)
     for name in ("before", "after"):
         response = client.get(URL, {name: cursor})  # "²" is a digit to str.isdigit, not to int
-        assert response.status_code == 200 and "e0<" in response.content.decode()
+        assert response.status_code == 200 and "e0" in listed(response.content.decode())
 
 
 def test_pages_keep_the_filters(client, viewer, lead):

@@ -4,6 +4,8 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 register = template.Library()
@@ -17,6 +19,16 @@ def ago(moment: datetime | None) -> str:
     if (timezone.now() - moment).total_seconds() < 60:
         return "just now"
     return f"{timesince(moment)} ago"
+
+
+@register.filter
+def breakable(text: Any) -> SafeString:
+    """``text`` escaped, with a line-break opportunity after each '.', '_' and '/': a long
+    action (``notification.preferences_changed``) or path wraps there, not mid-word."""
+    escaped = str(escape(text))
+    for mark in "._/":
+        escaped = escaped.replace(mark, mark + "<wbr>")
+    return mark_safe(escaped)  # noqa: S308  (escaped above; only <wbr> is added)
 
 
 @register.filter
