@@ -53,17 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from alembic.config import Config
-from alembic.operations import Operations
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event, pool
-from sqlalchemy.engine import Connection, Engine
-
 from dashboard.lib.alembic import revision_files as rf
 
+# SQLAlchemy and Alembic are imported where a session first uses them, not here: this module is
+# imported by every Runway process (the job kinds register at start-up), and they cost about
+# 0.35 s of each process's start, web servers and manage.py commands included.
 if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.engine import Connection, Engine
+
     from dashboard.lib.alembic import ScriptTree
 
 VERSION_TABLE = "alembic_version"
@@ -254,6 +253,8 @@ class Session:
         ``SET`` semantics (``set_config(..., false)``), committed at once: they hold for every
         revision and autocommit block that follows, survive a rolled-back revision, and are set
         again on a new connection. RevisionFailed when the server refuses one."""
+        import sqlalchemy as sa
+
         self._settings.update(settings)
         connection = self._connect()
         try:
@@ -270,6 +271,8 @@ class Session:
             ) from None
 
     def _apply_settings(self, connection: Connection, settings: Mapping[str, str]) -> None:
+        import sqlalchemy as sa
+
         for name, value in settings.items():
             connection.execute(
                 sa.text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
@@ -277,6 +280,9 @@ class Session:
         connection.commit()
 
     def _connect(self) -> Connection:
+        import sqlalchemy as sa
+        from sqlalchemy import event, pool
+
         if self._connection is not None and not self._connection.closed:
             if not self._connection.invalidated:
                 return self._connection
@@ -370,6 +376,8 @@ class Session:
     def run(self, revision: str, direction: str = "upgrade") -> Ran:
         """Run one revision's ``upgrade()`` (or ``downgrade()``) and write the version table,
         in one transaction. RevisionFailed when it does not apply (rolled back)."""
+        import sqlalchemy as sa
+
         if direction not in ("upgrade", "downgrade"):
             raise ValueError(f"direction must be upgrade or downgrade, not {direction!r}")
         found = self.chain.files.get(revision)
@@ -410,6 +418,8 @@ class Session:
 
     def _finish(self, connection: Connection) -> None:
         """Roll back what is left open; give up a connection the server ended."""
+        import sqlalchemy as sa
+
         try:
             if connection.in_transaction():
                 connection.rollback()
@@ -421,6 +431,10 @@ class Session:
     def _apply(
         self, connection: Connection, module: Any, found: RevisionFile, direction: str
     ) -> None:
+        from alembic.operations import Operations
+        from alembic.runtime.environment import EnvironmentContext
+        from alembic.runtime.migration import MigrationContext
+
         function = getattr(module, direction, None)
         if not callable(function):
             failure = rf.Failure("no_function", f"{found.path.name} has no {direction}() function")
@@ -490,11 +504,15 @@ class Session:
         return [("update", f"{rid}>{targets[-1]}")] + [("insert", p) for p in targets[:-1]]
 
     def _has_version_table(self, context: MigrationContext) -> bool:
+        import sqlalchemy as sa
+
         assert context.connection is not None
         found = context.connection.execute(sa.select(sa.func.to_regclass(VERSION_TABLE)))
         return found.scalar() is not None
 
     def _heads(self, context: MigrationContext) -> list[str]:
+        import sqlalchemy as sa
+
         assert context.connection is not None
         table = context._version
         rows = context.connection.execute(
@@ -528,6 +546,8 @@ class Session:
     # --- Errors ---
 
     def _describe(self, exc: Exception, found: RevisionFile) -> rf.Failure:
+        import sqlalchemy as sa
+
         line = rf.line_in(exc, found.path)
         if isinstance(exc, sa.exc.DBAPIError):
             orig = exc.orig if exc.orig is not None else exc
@@ -574,6 +594,8 @@ _CONFIG: Config | None = None
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     global _CONFIG
     if _CONFIG is None:
         _CONFIG = Config()
