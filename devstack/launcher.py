@@ -280,11 +280,15 @@ class Stack:
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+        # One deadline for all of them (they stop side by side), not 15 s each in turn: a worker
+        # finishing a job and a busy gunicorn must not add up past what Ctrl-C should take.
+        deadline = time.monotonic() + 15
         for _name, proc in reversed(self.procs):
             try:
-                proc.wait(15)
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         if self.cluster is not None:
             self.cluster.stop()
         say("stopped everything it started")

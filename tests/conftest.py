@@ -440,3 +440,53 @@ def seeded_policy(db: None) -> Any:
 
     importlib.import_module("runbooks.migrations.0006_review").seed_policy(apps, None)
     return ApprovalPolicy.objects.get()
+
+
+# --- Transactional tests: a flush of what the test wrote ---
+
+# What Django's flush would create again at once (its post_migrate signal): kept, not emptied.
+_KEPT_BY_FLUSH = ("django_content_type", "auth_permission")
+_APPEND_ONLY = "audit_auditevent"  # its trigger refuses DELETE
+
+
+def _flush_what_was_written(self: Any) -> None:
+    """``TransactionTestCase``'s teardown, faster: empty only the tables that hold rows, with
+    DELETE in one transaction (Django's foreign keys are checked at commit, when every row is
+    gone), instead of a TRUNCATE of all of Runway's tables and the post_migrate signal (content
+    types and permissions written again). The same end state at a fraction of the cost: a
+    TRUNCATE makes new files for every table and index, 0.2 s for the 45 tables here.
+    The audit table refuses DELETE (its append-only trigger): it is truncated, as before."""
+    from django.db import connections, transaction
+
+    for name in self._databases_names(include_mirrors=False):
+        connection = connections[name]
+        tables = [
+            table
+            for table in connection.introspection.django_table_names(
+                only_existing=True, include_views=False
+            )
+            if table not in _KEPT_BY_FLUSH
+        ]
+        quoted = [connection.ops.quote_name(table) for table in tables]
+        with transaction.atomic(using=name), connection.cursor() as cursor:
+            cursor.execute(
+                " UNION ALL ".join(
+                    f"SELECT {index} WHERE EXISTS (SELECT FROM {table})"
+                    for index, table in enumerate(quoted)
+                )
+            )
+            for (index,) in cursor.fetchall():
+                if tables[index] == _APPEND_ONLY:
+                    cursor.execute(f"TRUNCATE {quoted[index]}")
+                else:
+                    cursor.execute(f"DELETE FROM {quoted[index]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_flush() -> Iterator[None]:
+    from django.test import TransactionTestCase
+
+    saved = TransactionTestCase._fixture_teardown
+    TransactionTestCase._fixture_teardown = _flush_what_was_written
+    yield
+    TransactionTestCase._fixture_teardown = saved
