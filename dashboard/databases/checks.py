@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -12,6 +15,14 @@ from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 from dashboard.jobs import lifecycle as jobs
 from dashboard.lib import alembic, pg
 from dashboard.lib.secrets import SecretError
+
+log = logging.getLogger(__name__)
+
+# What other apps do on the worker after a check that connected, registered in their
+# AppConfig.ready(): the schema app analyses the pending revisions it found, so the first person
+# to open the history page reads stored grades instead of waiting for every revision to render.
+# The check is recorded before they run; one that raises is logged and changes nothing of it.
+AFTER_CONNECTED: list[Callable[[ConnectionCheck], None]] = []
 
 
 @transaction.atomic
@@ -58,6 +69,12 @@ def perform(check: ConnectionCheck, context: jobs.Context) -> None:
                 "current": check.current_revisions,
             },
         )
+    if check.connected:
+        for hook in AFTER_CONNECTED:
+            try:
+                hook(check)
+            except Exception:
+                log.exception("after the check of %s: %s failed", db.name, hook.__qualname__)
 
 
 jobs.register(

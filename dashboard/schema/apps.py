@@ -1,4 +1,5 @@
 from collections.abc import Iterable
+from typing import Any
 
 from django.apps import AppConfig
 from django.urls import reverse
@@ -10,6 +11,7 @@ class SchemaConfig(AppConfig):
 
     def ready(self) -> None:
         from dashboard.audit import links
+        from dashboard.databases import checks
 
         # Each registers its job kind (gate_run, rehearsal) with the lifecycle.
         from dashboard.schema import gates, rehearsal  # noqa: F401
@@ -17,6 +19,16 @@ class SchemaConfig(AppConfig):
         # The audit page links gate runs' and rehearsals' events to their pages.
         links.register("gaterun", _gate_run_links)
         links.register("rehearsal", _rehearsal_links)
+        # A check that finds pending revisions has them analysed on the worker (stored).
+        checks.AFTER_CONNECTED.append(_analyse_pending)
+
+
+def _analyse_pending(check: Any) -> None:
+    from dashboard.schema import analysis
+
+    analysis.reports_for(
+        check.database, analysis.pending_of(check.database, check).revisions, check=check
+    )
 
 
 def _gate_run_links(ids: list[int]) -> Iterable[tuple[int, str]]:

@@ -102,3 +102,60 @@ def test_a_check_runs_once_even_if_delivered_twice(make_target, engineer):
     check = checks.request_check(engineer, db)
     assert jobs.run("connection_check", check.pk) is not None
     assert jobs.run("connection_check", check.pk) is None  # already claimed and done
+
+
+def test_a_check_that_finds_pending_revisions_has_them_analysed_on_the_worker(
+    celery_worker, make_target, engineer, client, monkeypatch
+):
+    """The first visit of the history page reads stored grades: the worker analysed the pending
+    revisions right after the check that found them (it used to be the page, 4 to 5 s)."""
+    from django.urls import reverse
+
+    from dashboard.lib import alembic
+    from dashboard.schema.models import RevisionAnalysis
+
+    db = make_database(dsn=make_target())
+    check = run_check(db, engineer)
+    assert check.outcome == "connected", check.message
+    pending = ["0017", "0018", "0019", "0020"]
+    wait_until(
+        lambda: set(RevisionAnalysis.objects.values_list("revision", flat=True)) >= set(pending),
+        "the worker's analysis of 0017-0020",
+    )
+    rendered: list[str] = []
+    real = alembic.render_offline
+
+    def counting(tree, revisions, **kwargs):
+        revisions = list(revisions)
+        rendered.extend(rev.id for rev in revisions)
+        return real(tree, revisions, **kwargs)
+
+    monkeypatch.setattr(alembic, "render_offline", counting)
+    client.force_login(engineer)
+    page = client.get(reverse("schema-history", args=[db.name])).content.decode()
+    assert rendered == []
+    for revision in pending:
+        assert f'data-rev="{revision}"' in page
+    assert 'data-grade="medium"' in page
+
+
+def test_a_failing_analysis_after_the_check_leaves_the_check_connected(make_target, engineer):
+    """A hook that raises is logged; the check stays what it was (run in process)."""
+    from dashboard.jobs.models import JobState
+
+    db = make_database(dsn=make_target())
+    calls = []
+
+    def broken(check):
+        calls.append(check.pk)
+        raise RuntimeError("analysis exploded")
+
+    checks.AFTER_CONNECTED.append(broken)
+    try:
+        check = checks.request_check(engineer, db)
+        jobs.run("connection_check", check.pk)
+    finally:
+        checks.AFTER_CONNECTED.remove(broken)
+    check.refresh_from_db()
+    assert calls == [check.pk]
+    assert check.state == JobState.SUCCEEDED and check.outcome == "connected", check.message
