@@ -325,7 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too, explicitly: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt for it; Ctrl-C, or a test's
+    # SIGINT, would leave the whole stack running.
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         stack.start()
         say(f"Runway is up: http://127.0.0.1:{args.port}/  (logs in {stack.logs}; Ctrl-C stops)")

@@ -62,7 +62,13 @@ class Demo:
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGINT)
-        rest, _ = self.proc.communicate(timeout=60)
+        try:
+            rest, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Leave nothing running for the rest of the session, then fail as before.
+            self.proc.terminate()
+            self.proc.communicate(timeout=60)
+            raise
         self.lines.append(rest)
         return self.output
 
