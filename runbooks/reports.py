@@ -240,8 +240,7 @@ def _pdf_context(request: HttpRequest, run: Run, events: QuerySet[AuditEvent]) -
     risk = _step_evidence(run, "schema.risk_report")
     listed = list(events[: settings.RUNWAY_PDF_MAX_EVENTS])
     return run_context(run) | {
-        "events": listed,
-        "listing": audit_reports.listing(listed, value_chars=160),
+        "listing": audit_reports.listing(listed, value_chars=160, titled=True),
         "truncated": len(listed) == settings.RUNWAY_PDF_MAX_EVENTS,
         "generated_by": request.user.get_username(),
         "generated_at": timezone.now(),

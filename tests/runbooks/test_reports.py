@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
+from urllib.parse import unquote
 
 import pytest
 from django.urls import reverse
@@ -144,3 +145,58 @@ def test_details_read_as_label_value_lines():
 def test_the_listing_wraps_at_spaces_and_separators(text, width, lines):
     assert audit_reports.wrap(text, width) == lines
     assert all(len(line) <= width for line in audit_reports.wrap(text, width))
+
+
+def test_details_pairs_share_a_line_when_they_fit():
+    cell = audit_reports._details_cell(
+        ["job: 3", "step: backup", "action: backup.create", "worker: vm:29770", "attempt: 1"], 40
+    )
+    assert cell == [
+        "job: 3 · step: backup",
+        "action: backup.create · worker: vm:29770",
+        "attempt: 1",
+    ]
+    # A pair too long for a line wraps on its own lines, its continuation indented.
+    long = "url: file:///tmp/backups/analyticbot/20261202T140459Z-1.dump.zst.gpg"
+    assert audit_reports._details_cell(["n: 1", long, "size: 9"], 40) == [
+        "n: 1",
+        "url:",
+        "  file:///tmp/backups/analyticbot/",
+        "  20261202T140459Z-1.dump.zst.gpg",
+        "size: 9",
+    ]
+
+
+def test_the_listing_prints_pages_of_whole_events_with_a_rule_between_each():
+    from datetime import UTC, datetime
+
+    from dashboard.audit.models import AuditEvent
+
+    events = [
+        AuditEvent(
+            pk=n, created_at=datetime(2026, 1, 1, tzinfo=UTC), actor_name="lead",
+            action="run.step_finished", object_type="run", object_repr=f"run #{n}",
+            details={f"key_{k}": "value " * (n % 7) for k in range(n % 5)}, hash=f"{n:064x}",
+        )
+        for n in range(1, 301)
+    ]  # fmt: skip
+    listed = audit_reports.listing(events, titled=True)
+    blocks = [audit_reports.listing_block(e) for e in events]
+    assert "\n".join(g.text for g in listed.groups) == "\n".join(blocks)
+    assert len(listed.groups) > 2
+    start = 0
+    for index, group in enumerate(listed.groups):
+        room = audit_reports.TITLED_PAGE_LINES if index == 0 else audit_reports.PAGE_LINES
+        assert group.text.count("\n") + 1 <= room
+        count = next(
+            n
+            for n in range(1, len(blocks) + 1)
+            if "\n".join(blocks[start : start + n]) == group.text
+        )
+        start += count
+        # A rule under each event of the group but its last (the <pre>'s border is that one).
+        svg = unquote(group.rules_url.removeprefix(audit_reports.RULES_URL_PREFIX))
+        assert svg.startswith("<svg") and svg.count("<rect") == count - 1
+    assert start == len(events)
+    fetched = audit_reports._static_fetcher()(listed.groups[0].rules_url)
+    assert fetched.read().startswith(b"<svg")
