@@ -1833,3 +1833,26 @@ def terminate_other_sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
         {"pid": r[0], "user": r[1], "application": r[2], "state": r[3], "ended": bool(r[4])}
         for r in rows
     ]
+
+
+# --- COPY out (Runway's own exports) ---
+
+
+def copy_out(
+    conn: psycopg.Connection[Any], query: str, params: Sequence[Any], *, rows: int
+) -> Iterator[bytes]:
+    """What ``COPY (query) TO STDOUT (FORMAT csv)`` writes, ``rows`` rows to a chunk (the server
+    sends a row a message). ``query`` is one SELECT with ``%s`` placeholders for ``params``
+    (merged on the client: COPY takes no bound parameters), e.g. a Django queryset's compiled
+    SQL; ``conn`` may be Django's own (``connection.connection``). If the caller stops reading,
+    closing the generator cancels the COPY and leaves the connection usable."""
+    statement = f"COPY ({query}) TO STDOUT (FORMAT csv)".encode()
+    batch: list[bytes] = []
+    with conn.cursor() as cursor, cursor.copy(statement, params) as copy:
+        for data in copy:
+            batch.append(bytes(data))
+            if len(batch) >= rows:
+                yield b"".join(batch)
+                batch = []
+    if batch:
+        yield b"".join(batch)

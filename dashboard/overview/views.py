@@ -22,7 +22,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from dashboard.accounts.roles import Request, Role, role_required
-from dashboard.audit import reports
+from dashboard.audit import csv_export, reports
 from dashboard.audit.forms import AuditFilterForm
 from dashboard.overview.board import board
 
@@ -62,7 +62,7 @@ def audit_export_csv(request: Request) -> HttpResponseBase:
     filters = _filters(request)
     if isinstance(filters, HttpResponse):
         return filters
-    rows = reports.stream_csv(reports.export_events(filters, reports.chain_head()))
+    rows = csv_export.stream_csv(filters, reports.chain_head())
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     return _attachment(response, filters, "csv")
 
