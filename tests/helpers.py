@@ -561,3 +561,25 @@ def recorded_backup(run: Any, revision: str = "0016") -> Any:
     Validation.objects.create(backup=backup, state="succeeded", passed=True)
     Run.objects.filter(pk=run.pk).update(backup=backup)
     return backup
+
+
+class Thing:
+    """Any object an audit event can be about: a pk and a name."""
+
+    def __init__(self, pk: Any, name: str) -> None:
+        self.pk, self.name = pk, name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def record_at(monkeypatch: Any, when: str, *args: Any, **kwargs: Any) -> Any:
+    """chain.record() with the clock at ``when`` (UTC), so events fall in a chosen period."""
+    from datetime import UTC, datetime
+
+    from dashboard.audit import chain
+
+    at = datetime.fromisoformat(when).replace(tzinfo=UTC)
+    with monkeypatch.context() as patched:
+        patched.setattr(chain.timezone, "now", lambda: at)
+        return chain.record(*args, **kwargs)

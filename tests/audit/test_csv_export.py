@@ -6,28 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.urls import reverse
+from helpers import Thing, record_at
 
-from dashboard.audit import chain, csv_export, reports
+from dashboard.audit import csv_export, reports
 from dashboard.audit.chain import record
 from dashboard.audit.models import AuditEvent
 
 CSV_URL = reverse("audit-export-csv")
 PAGE_URL = reverse("audit-events")
-
-
-class Thing:
-    def __init__(self, pk: Any, name: str) -> None:
-        self.pk, self.name = pk, name
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class Actor:
@@ -38,13 +31,6 @@ class Actor:
 
     def get_username(self) -> str:
         return self.name
-
-
-def record_at(monkeypatch: pytest.MonkeyPatch, when: str, *args: Any, **kwargs: Any) -> AuditEvent:
-    at = datetime.fromisoformat(when).replace(tzinfo=UTC)
-    with monkeypatch.context() as patched:
-        patched.setattr(chain.timezone, "now", lambda: at)
-        return record(*args, **kwargs)
 
 
 def parsed(data: bytes) -> list[list[str]]:

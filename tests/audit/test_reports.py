@@ -16,7 +16,7 @@ from django.db import connection
 from django.http import StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.urls import reverse
-from helpers import ROOT
+from helpers import ROOT, Thing, record_at
 
 from dashboard.audit import chain, reports
 from dashboard.audit.chain import compute_hash, record
@@ -28,24 +28,6 @@ PDF_URL = reverse("audit-export-pdf")
 EXPORTS = [CSV_URL, JSON_URL, PDF_URL]
 VERIFIER = ROOT / "tools" / "verify_audit_export.py"
 JANUARY = {"since": "2020-01-01", "until": "2020-01-31"}
-
-
-class Thing:
-    """Any object an event can be about: a pk and a name."""
-
-    def __init__(self, pk: int, name: str) -> None:
-        self.pk, self.name = pk, name
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def record_at(monkeypatch: pytest.MonkeyPatch, when: str, *args: Any, **kwargs: Any) -> AuditEvent:
-    """chain.record() with the clock at ``when`` (UTC), so events fall in a chosen period."""
-    at = datetime.fromisoformat(when).replace(tzinfo=UTC)
-    with monkeypatch.context() as patched:
-        patched.setattr(chain.timezone, "now", lambda: at)
-        return record(*args, **kwargs)
 
 
 @pytest.fixture
