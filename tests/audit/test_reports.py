@@ -168,6 +168,25 @@ def test_the_json_carries_every_hashed_field_and_the_chain(viewing, trail):
         assert exported["hash"] == compute_hash(AuditEvent.objects.get(pk=event.pk))
 
 
+def test_each_exported_event_is_byte_for_byte_what_was_hashed(viewing, lead):
+    """PostgreSQL writes the fields around the details: its escaping must be Python's, for
+    quotes, backslashes, control characters, non-ASCII text and a null actor."""
+    hostile = 'quote " backslash \\ tab \t newline \n cr \r bell \x07 unit \x1f del \x7f é ☃ 🚀'
+    record(lead, "run.approved", Thing(1, hostile), object_type="run", details={
+        "z": hostile, "a": {"y": [1, 2.5, None, True], "b": hostile}, "ünï": "", "n": 10**30,
+    })  # fmt: skip
+    record(None, hostile[:80], Thing(hostile[:64], "\u2028 line separator \u2029"),
+           object_type="o\x01", details={})  # fmt: skip
+    text = body(viewing.get(JSON_URL)).decode()
+    lines = [line.rstrip(",") for line in text.split("\n") if line.startswith('{"action"')]
+    events = list(AuditEvent.objects.order_by("id"))
+    assert len(lines) == len(events) >= 3  # the viewer's log-in too
+    for line, event in zip(lines, events, strict=True):
+        hashed, marker, digest = line.rpartition(',"hash":')
+        assert marker and hashed + "}" == chain.canonical(event).decode()
+        assert json.loads(digest[:-1]) == event.hash == compute_hash(event)
+
+
 def test_a_complete_export_verifies_outside_runway(viewing, trail, tmp_path):
     done = verify_file(export_json(viewing, tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
