@@ -1856,3 +1856,16 @@ def copy_out(
                 batch = []
     if batch:
         yield b"".join(batch)
+
+
+def copy_text_rows(
+    conn: psycopg.Connection[Any], query: str, params: Sequence[Any]
+) -> Iterator[str]:
+    """The rows of ``COPY (query) TO STDOUT`` (text format), each as its line without the
+    newline, the columns separated by tabs, as the server escapes them (a backslash doubled,
+    control characters as ``\\n``, ``\\t``...; NULL as ``\\N``). ``query`` and ``params`` as
+    for :func:`copy_out`; closing the generator cancels the COPY."""
+    statement = f"COPY ({query}) TO STDOUT".encode()
+    with conn.cursor() as cursor, cursor.copy(statement, params) as copy:
+        for data in copy:
+            yield bytes(data)[:-1].decode()

@@ -22,7 +22,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from dashboard.accounts.roles import Request, Role, role_required
-from dashboard.audit import csv_export, reports
+from dashboard.audit import csv_export, json_export, reports
 from dashboard.audit.forms import AuditFilterForm
 from dashboard.overview.board import board
 
@@ -75,7 +75,7 @@ def audit_export_json(request: Request) -> HttpResponseBase:
         return filters
     head = reports.chain_head()
     meta = reports.export_meta(filters, generated_by=request.user.get_username(), head=head)
-    body = reports.stream_json(reports.export_events(filters, head), meta=meta)
+    body = json_export.stream_json(filters, head, meta=meta)
     response = StreamingHttpResponse(body, content_type="application/json")
     return _attachment(response, filters, "json")
 
