@@ -9,6 +9,10 @@ Every export is bounded by the chain head read when it starts, so it describes t
 one event even while new events are appended; the JSON names that head so the file can be held
 against the live trail. The JSON carries each event exactly as ``chain.canonical()`` hashes it,
 so ``tools/verify_audit_export.py`` (stdlib only) can recompute every hash outside Runway.
+
+The audit page's exports of the trail are written by PostgreSQL (``csv_export``,
+``json_export``: COPY, several times faster on a million events); ``stream_csv`` and
+``stream_json`` here write a run report's events and are the reference those are tested against.
 """
 
 from __future__ import annotations
