@@ -572,10 +572,17 @@ def check_chain(listed: list[AuditEvent] | None = None) -> ChainCheck:
 
 _LABELS = {
     "actor": "actor is",
-    "action": "action starts with",
+    "action": "action is",
     "object_type": "object type is",
     "object_id": "object id is",
 }
+
+
+def _described(name: str, value: Any) -> tuple[str, str]:
+    """A filter as the PDF names it: ``action is run.approved``, ``action is one of run.*``."""
+    if name == "action" and actions.is_family(str(value)):
+        return "action is one of", f"{value}*"
+    return _LABELS[name], str(value)
 
 
 def period_report(
@@ -589,7 +596,7 @@ def period_report(
     listed = list(events[:limit])
     chain = check_chain(listed)
     return {
-        "filters": [(label, filters[name]) for name, label in _LABELS.items() if filters.get(name)],
+        "filters": [_described(name, filters[name]) for name in _LABELS if filters.get(name)],
         "complete": is_complete(filters),
         "since": filters.get("since"),
         "until": filters.get("until"),

@@ -291,6 +291,13 @@ def page_one_png(tmp_path: Path, stem: Path) -> Path:
     return stem.with_suffix(".png")
 
 
+def test_the_pdf_names_an_exact_action_filter_as_such(client, lead, trail, tmp_path):
+    client.force_login(lead)
+    response = client.get(PDF_URL, JANUARY | {"action": "backup.requested"})
+    text = pdf_text(response.content, tmp_path)
+    assert "action is backup.requested" in text and "one of" not in text
+
+
 def test_the_pdf_report_says_what_it_covers(client, lead, trail, tmp_path, artifacts):
     client.force_login(lead)
     response = client.get(PDF_URL, JANUARY | {"action": "backup"})  # the family, backup.*
@@ -300,7 +307,7 @@ def test_the_pdf_report_says_what_it_covers(client, lead, trail, tmp_path, artif
     assert response.content.startswith(b"%PDF")
     text = pdf_text(response.content, tmp_path)
     assert "Audit trail, 2020-01-01 to 2020-01-31" in text
-    assert "action starts with backup." in text
+    assert "action is one of backup.*" in text
     assert "by leo" in text and "2 matching" in text
     assert "Hash chain intact" in text and "Each of the 2 events listed here was checked" in text
     assert "backup.requested" in text and "run.approved" not in text
