@@ -52,8 +52,15 @@ def compute_hash(event: AuditEvent) -> str:
 
 
 def _normalise(details: Mapping[str, Any]) -> dict[str, Any]:
-    # Round-trip through JSON so the hash covers exactly what the database will store.
-    return json.loads(json.dumps(details, default=str))
+    """The details as the database will give them back, so the hash covers exactly what is
+    stored: through JSON, then through PostgreSQL's jsonb, whose numbers are not Python's
+    (1e+20 comes back as 100000000000000000000, -0.0 as 0.0, 1e-07 as 0.0000001). Hashed as
+    Python wrote them, such an event failed verification as soon as it was read back."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb::text", [json.dumps(details, default=str)])
+        (stored,) = cursor.fetchone()
+    loaded: dict[str, Any] = json.loads(stored)
+    return loaded
 
 
 def record(

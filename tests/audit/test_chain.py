@@ -71,6 +71,16 @@ def test_details_with_non_json_values_still_verify(db, lead):
     assert verify().ok
 
 
+def test_numbers_jsonb_rewrites_still_verify(db, lead):
+    """jsonb gives back 1e+20 as 100000000000000000000, -0.0 as 0.0, 1e-07 as 0.0000001: the
+    hash is of what is stored, so the event verifies when it is read back."""
+    event = record(lead, "odd", lead, details={"big": 1e20, "zero": -0.0, "tiny": 1e-7, "n": 2})
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.details == event.details == {"big": 10**20, "zero": 0.0, "tiny": 1e-7, "n": 2}
+    assert compute_hash(stored) == event.hash
+    assert verify().ok
+
+
 def test_concurrent_writers_never_fork_the_chain(transactional_db, pg_cluster, lead):
     """A second connection appending at the same time waits for the lock, then links on."""
     import threading
