@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from django.db.models import Model
+from django.urls import reverse
+
 from dashboard.audit.models import AuditEvent
 
-__all__ = ["Resolver", "links", "register"]
+__all__ = ["Resolver", "links", "register", "register_page"]
 
 # (object ids) -> (id, URL) for those of them that exist and have a page.
 Resolver = Callable[[list[int]], Iterable[tuple[int, str]]]
@@ -23,6 +26,18 @@ _resolvers: dict[str, Resolver] = {}
 
 def register(object_type: str, resolver: Resolver) -> None:
     _resolvers[object_type] = resolver
+
+
+def register_page(object_type: str, model: type[Model], url_name: str, *args: str) -> None:
+    """The usual resolver: ``url_name`` reversed with the values of the fields ``args`` (paths
+    as ``values_list`` takes them, "pk" for the object's own id) of each object, in one query.
+    ``register_page("run", Run, "run-detail", "database__name", "pk")``."""
+
+    def resolve(ids: list[int]) -> Iterable[tuple[int, str]]:
+        for pk, *values in model._default_manager.filter(pk__in=ids).values_list("pk", *args):
+            yield pk, reverse(url_name, args=values)
+
+    register(object_type, resolve)
 
 
 def registered() -> list[str]:

@@ -1,7 +1,4 @@
-from collections.abc import Iterable
-
 from django.apps import AppConfig
-from django.urls import reverse
 
 
 class BackupsConfig(AppConfig):
@@ -13,39 +10,18 @@ class BackupsConfig(AppConfig):
 
         from dashboard.audit import links
         from dashboard.backups import pipeline, validation  # noqa: F401  (register their job kinds)
+        from dashboard.backups.models import Backup, BackupPolicy, Validation
         from dashboard.databases.models import ManagedDatabase
 
         post_save.connect(_schedule_new_database, sender=ManagedDatabase, dispatch_uid="schedules")
         # The audit page links backup, validation and policy events to their pages.
-        links.register("backup", _backup_links)
-        links.register("validation", _validation_links)
-        links.register("backuppolicy", _policy_links)
-
-
-def _backup_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    from dashboard.backups.models import Backup
-
-    for pk, name in Backup.objects.filter(pk__in=ids).values_list("pk", "database__name"):
-        yield pk, reverse("backup-detail", args=[name, pk])
-
-
-def _validation_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    """A validation is shown on its backup's page."""
-    from dashboard.backups.models import Validation
-
-    rows = Validation.objects.filter(pk__in=ids).values_list(
-        "pk", "backup__database__name", "backup_id"
-    )
-    for pk, name, backup_id in rows:
-        yield pk, reverse("backup-detail", args=[name, backup_id])
-
-
-def _policy_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    """A policy is shown on its database's backups page (its edit form is for leads only)."""
-    from dashboard.backups.models import BackupPolicy
-
-    for pk, name in BackupPolicy.objects.filter(pk__in=ids).values_list("pk", "database__name"):
-        yield pk, reverse("backup-status", args=[name])
+        links.register_page("backup", Backup, "backup-detail", "database__name", "pk")
+        # A validation is shown on its backup's page.
+        links.register_page(
+            "validation", Validation, "backup-detail", "backup__database__name", "backup_id"
+        )
+        # A policy on its database's backups page (its edit form is for leads only).
+        links.register_page("backuppolicy", BackupPolicy, "backup-status", "database__name")
 
 
 def _schedule_new_database(

@@ -1,7 +1,4 @@
-from collections.abc import Iterable
-
 from django.apps import AppConfig
-from django.urls import reverse
 
 
 class DatabasesConfig(AppConfig):
@@ -11,22 +8,10 @@ class DatabasesConfig(AppConfig):
     def ready(self) -> None:
         from dashboard.audit import links
         from dashboard.databases import checks  # noqa: F401  (registers its job kind)
+        from dashboard.databases.models import ConnectionCheck, ManagedDatabase
 
         # The audit page links a database's events and its connection checks' to their pages.
-        links.register("manageddatabase", _database_links)
-        links.register("connectioncheck", _check_links)
-
-
-def _database_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    from dashboard.databases.models import ManagedDatabase
-
-    for pk, name in ManagedDatabase.objects.filter(pk__in=ids).values_list("pk", "name"):
-        yield pk, reverse("database-detail", args=[name])
-
-
-def _check_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    from dashboard.databases.models import ConnectionCheck
-
-    rows = ConnectionCheck.objects.filter(pk__in=ids).values_list("pk", "database__name")
-    for pk, name in rows:
-        yield pk, reverse("database-check", args=[name, pk])
+        links.register_page("manageddatabase", ManagedDatabase, "database-detail", "name")
+        links.register_page(
+            "connectioncheck", ConnectionCheck, "database-check", "database__name", "pk"
+        )

@@ -214,6 +214,12 @@ for _name, _signal in {
     _signal.connect(STORE.forget, weak=False, dispatch_uid=f"schema-analysis-memo-{_name}")
 
 
+def analyse_pending(check: ConnectionCheck) -> None:
+    """After ``check`` connected (on the worker): analyse the revisions it found pending, so
+    the reports are stored before anyone opens the history page."""
+    reports_for(check.database, pending_of(check.database, check).revisions, check=check)
+
+
 def pending_reports(db: ManagedDatabase) -> tuple[Pending, list[risk.RevisionReport]]:
     check = last_good_check(db)
     pending = pending_of(db, check)

@@ -1,8 +1,4 @@
-from collections.abc import Iterable
-from typing import Any
-
 from django.apps import AppConfig
-from django.urls import reverse
 
 
 class SchemaConfig(AppConfig):
@@ -14,32 +10,11 @@ class SchemaConfig(AppConfig):
         from dashboard.databases import checks
 
         # Each registers its job kind (gate_run, rehearsal) with the lifecycle.
-        from dashboard.schema import gates, rehearsal  # noqa: F401
+        from dashboard.schema import analysis, gates, rehearsal  # noqa: F401
+        from dashboard.schema.models import GateRun, Rehearsal
 
         # The audit page links gate runs' and rehearsals' events to their pages.
-        links.register("gaterun", _gate_run_links)
-        links.register("rehearsal", _rehearsal_links)
+        links.register_page("gaterun", GateRun, "schema-gate-run", "database__name", "pk")
+        links.register_page("rehearsal", Rehearsal, "schema-rehearsal", "database__name", "pk")
         # A check that finds pending revisions has them analysed on the worker (stored).
-        checks.AFTER_CONNECTED.append(_analyse_pending)
-
-
-def _analyse_pending(check: Any) -> None:
-    from dashboard.schema import analysis
-
-    analysis.reports_for(
-        check.database, analysis.pending_of(check.database, check).revisions, check=check
-    )
-
-
-def _gate_run_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    from dashboard.schema.models import GateRun
-
-    for pk, name in GateRun.objects.filter(pk__in=ids).values_list("pk", "database__name"):
-        yield pk, reverse("schema-gate-run", args=[name, pk])
-
-
-def _rehearsal_links(ids: list[int]) -> Iterable[tuple[int, str]]:
-    from dashboard.schema.models import Rehearsal
-
-    for pk, name in Rehearsal.objects.filter(pk__in=ids).values_list("pk", "database__name"):
-        yield pk, reverse("schema-rehearsal", args=[name, pk])
+        checks.AFTER_CONNECTED.append(analysis.analyse_pending)
