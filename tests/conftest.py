@@ -46,30 +46,6 @@ os.environ.setdefault("RUNWAY_SECRET_KEY", secrets.token_urlsafe(50))
 django_settings.SECRET_KEY = os.environ["RUNWAY_SECRET_KEY"]
 
 
-# --- Order ---
-
-# The longest tests (tens of seconds each, measured with --durations), started first: with
-# ``--dist worksteal`` a worker that ends its share takes tests from the others' queues, so what
-# is left at the end is short tests, not a demo launch that keeps one worker busy while the
-# others wait.
-SLOW_FIRST = (
-    "tests/devstack/test_demo.py",
-    "tests/test_hostile_input.py",
-    "tests/runbooks/test_browser.py",
-    "tests/runbooks/test_review_browser.py",
-    "tests/runbooks/test_live_progress.py",
-    "tests/backups/test_faults.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
-
-    items.sort(key=rank)  # stable: the rest keeps its order
-
-
 # --- PostgreSQL ---
 
 
