@@ -411,6 +411,8 @@ def test_a_viewer_filters_and_downloads_what_the_page_shows(
     page.fill("#id_until", "2020-01-31")
     with page.expect_response(lambda r: "action=run." in r.url):
         page.get_by_role("button", name="Filter").click()  # htmx swaps the table and the links
+    # The response is in before htmx swaps it into the page: wait for the swapped links.
+    page.locator('a[href*="action=run."]', has_text="CSV").wait_for()
     page.screenshot(path=artifacts / "audit-page-filtered.png", full_page=True)
     with page.expect_download() as download:
         page.get_by_role("link", name="CSV").click()

@@ -83,6 +83,11 @@ def test_the_audit_page_in_chromium(page, live_server, viewer, lead, engineer, a
     page.select_option("#id_action", "backup.")
     with page.expect_response(lambda r: "action=backup." in r.url):
         page.get_by_role("button", name="Filter").click()
+    # The response is in before htmx swaps it into the page: wait for the swap itself.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.events tbody code')]"
+        ".every(c => c.textContent.startsWith('backup.'))"
+    )
     actions = page.eval_on_selector_all(
         "table.events tbody code", "cs => cs.map(c => c.textContent)"
     )
