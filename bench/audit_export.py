@@ -58,7 +58,7 @@ ACTIONS = [
 ]
 COLUMNS = (
     "id, created_at, actor_id, actor_name, action, object_type, object_id, object_repr, details, "
-    "prev_hash, hash"
+    "details_json, prev_hash, hash"
 )
 
 
@@ -151,7 +151,7 @@ def fill(cluster: Any, count: int) -> dict[str, float]:
     """``count`` chained events, one every 1,000 days / count, loaded with COPY."""
     import psycopg
 
-    from dashboard.audit.chain import GENESIS, compute_hash
+    from dashboard.audit.chain import GENESIS, canonical_details, compute_hash
     from dashboard.audit.models import AuditEvent
 
     step = timedelta(days=DAYS) / count
@@ -185,7 +185,8 @@ def fill(cluster: Any, count: int) -> dict[str, float]:
                     (
                         event.pk, event.created_at, event.actor_id, event.actor_name,
                         event.action, event.object_type, event.object_id, event.object_repr,
-                        json.dumps(details), event.prev_hash, event.hash,
+                        json.dumps(details), canonical_details(details), event.prev_hash,
+                        event.hash,
                     )
                 )  # fmt: skip
         cursor.execute(

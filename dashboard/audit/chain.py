@@ -31,6 +31,9 @@ class Actor(Protocol):
     def get_username(self) -> str: ...
 
 
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(event: AuditEvent) -> bytes:
     body = {
         "id": event.pk,
@@ -44,7 +47,12 @@ def canonical(event: AuditEvent) -> bytes:
         "details": event.details,
         "prev": event.prev_hash,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(body).encode()
+
+
+def canonical_details(details: Mapping[str, Any]) -> str:
+    """The details as they appear inside ``canonical()``: the text ``details_json`` keeps."""
+    return _dumps(details)
 
 
 def compute_hash(event: AuditEvent) -> str:
@@ -90,6 +98,7 @@ def record(
             details=_normalise(details or {}),
             prev_hash=last or GENESIS,
         )
+        event.details_json = canonical_details(event.details)
         event.hash = compute_hash(event)
         event.save(force_insert=True)
         return event
@@ -117,6 +126,8 @@ def verify(events: Iterable[AuditEvent] | None = None) -> Verdict:
             return Verdict(checked, event, "its previous-hash does not match the event before it")
         if compute_hash(event) != event.hash:
             return Verdict(checked, event, "its content does not match its hash (edited)")
+        if event.details_json != canonical_details(event.details):
+            return Verdict(checked, event, "its details' stored text does not match them (edited)")
         prev = event.hash
         checked += 1
     return Verdict(checked)
@@ -141,6 +152,8 @@ def verify_each(events: Iterable[AuditEvent]) -> Verdict:
             return Verdict(checked, event, "its previous-hash does not match the event before it")
         if compute_hash(event) != event.hash:
             return Verdict(checked, event, "its content does not match its hash (edited)")
+        if event.details_json != canonical_details(event.details):
+            return Verdict(checked, event, "its details' stored text does not match them (edited)")
         checked += 1
     return Verdict(checked)
 

@@ -1,20 +1,20 @@
-"""The audit JSON export, its event objects written by PostgreSQL around their details.
+"""The audit JSON export, its event objects written by PostgreSQL.
 
 ``COPY (SELECT ...) TO STDOUT`` of the export's own queryset (``reports.export_events``: the
 page's filters, chain order, bounded by the chain head read when the export started) gives, per
-event, the text of its object before the details, the details as jsonb text, and the text
-after them (the hash included). PostgreSQL's ``to_json()`` of a text escapes exactly what
-Python's JSON encoder (``ensure_ascii=False``) escapes, the same way (quote, backslash, b f n r
-t, any other character under U+0020 as ``\\u00xx``), so these texts are what
-``chain.canonical()`` writes; the details are written again in Python with their keys sorted at
-every depth (jsonb keeps its own key order, and its numbers are not Python's), unless
-PostgreSQL could write them flat (``_FLAT_DETAILS``: an object of strings, integers, booleans
-and nulls, most of Runway's). Each event in the
-file is then byte for byte ``chain.canonical()`` plus its hash, as ``tools/verify_audit_export.py``
-checks.
+event, its whole object: the text before the details, the details' canonical text as the event
+was recorded with it (``details_json``, the very bytes its hash covers), and the text after
+them (the hash included). PostgreSQL's ``to_json()`` of a text escapes exactly what Python's
+JSON encoder (``ensure_ascii=False``) escapes, the same way (quote, backslash, b f n r t, any
+other character under U+0020 as ``\\u00xx``), so these texts are what ``chain.canonical()``
+writes. Each event in the file is then byte for byte ``chain.canonical()`` plus its hash, as
+``tools/verify_audit_export.py`` checks.
 
-Python decodes and encodes only the details PostgreSQL could not write: reading the rows
-through Django's cursor and writing every field in Python took most of the export's time.
+Python only splits COPY's lines and joins them: reading the rows through Django's cursor and
+writing every field in Python took most of the export's time, and canonicalising the details
+in SQL (jsonb keeps its own key order and its own numbers) took half of what was left. An event
+without its stored text (written by hand, never by ``chain.record``) has its details written
+by Python from the jsonb.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import TextField
+from django.db.models import F, TextField, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, NullIf
 
 from dashboard.audit import reports
 from dashboard.lib import pg
@@ -46,43 +46,32 @@ _AFTER = RawSQL(
     (),
     output_field=TextField(),
 )
-# The details in canonical form where PostgreSQL can write them exactly as Python would: an
-# object whose values are strings, integers, true, false or null, keys sorted by code point
-# (COLLATE "C" compares UTF-8 bytes, which sorts the same). NULL otherwise (nested values, a
-# number with a fraction or an exponent, which jsonb writes unlike Python, an empty object, not
-# an object): Python writes those.
-_FLAT_DETAILS = RawSQL(
-    """CASE WHEN jsonb_typeof(details) = 'object' THEN (
-        SELECT CASE WHEN bool_and(jsonb_typeof(value) IN ('string', 'boolean', 'null')
-                                  OR (jsonb_typeof(value) = 'number'
-                                      AND value::text ~ '^-?[0-9]+$'))
-               THEN '{' || string_agg(to_json(key)::text || ':' || value::text, ','
-                                      ORDER BY key COLLATE "C") || '}' END
-        FROM jsonb_each(details)) END""",
-    (),
-    output_field=TextField(),
-)
+# The details' canonical text, kept since the event was recorded (``details_json``); NULL for a
+# row written without it (only by hand: ``chain.record`` always writes it), which Python writes.
+_STORED_DETAILS = NullIf(F("details_json"), Value(""), output_field=TextField())
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _load = json.JSONDecoder().decode
 
 
 def select(filters: Mapping[str, Any], head: tuple[int, str]) -> tuple[str, tuple[Any, ...]]:
     """The SELECT of each event's columns, in chain order, and its parameters: the whole
-    object when PostgreSQL could write the details flat, else NULL and the three parts (the
+    object when the event has its details' stored text, else NULL and the three parts (the
     text before the details, the details as jsonb text, the text after) for Python."""
     parts = reports.export_events(filters, head).annotate(
         json_before=_BEFORE,
-        json_flat=_FLAT_DETAILS,
+        json_stored=_STORED_DETAILS,
         json_details=Cast("details", TextField()),
         json_after=_AFTER,
     )
-    query = parts.values_list("id", "json_before", "json_flat", "json_details", "json_after").query
+    query = parts.values_list(
+        "id", "json_before", "json_stored", "json_details", "json_after"
+    ).query
     inner, params = query.get_compiler(using=parts.db).as_sql()
     sql = (
-        'SELECT e."json_before" || e."json_flat" || e."json_after", '
-        'CASE WHEN e."json_flat" IS NULL THEN e."json_before" END, '
-        'CASE WHEN e."json_flat" IS NULL THEN e."json_details" END, '
-        'CASE WHEN e."json_flat" IS NULL THEN e."json_after" END '
+        'SELECT e."json_before" || e."json_stored" || e."json_after", '
+        'CASE WHEN e."json_stored" IS NULL THEN e."json_before" END, '
+        'CASE WHEN e."json_stored" IS NULL THEN e."json_details" END, '
+        'CASE WHEN e."json_stored" IS NULL THEN e."json_after" END '
         f'FROM ({inner}) AS e ORDER BY e."id"'
     )
     return sql, tuple(params)

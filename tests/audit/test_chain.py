@@ -2,7 +2,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from dashboard.audit.chain import GENESIS, compute_hash, record, verify
+from dashboard.audit.chain import (
+    GENESIS,
+    canonical,
+    canonical_details,
+    compute_hash,
+    record,
+    verify,
+)
 from dashboard.audit.models import AuditEvent
 
 
@@ -49,6 +56,27 @@ def test_verify_audit_names_an_edited_event(db, lead, capsys):
     assert "intact: 5 events" in capsys.readouterr().out
     _tamper(f"UPDATE audit_auditevent SET details = '{{\"i\": 99}}' WHERE id = {events[2].pk}")
     with pytest.raises(CommandError, match=rf"broken at event #{events[2].pk} .*edited"):
+        call_command("verify_audit")
+
+
+def test_each_event_keeps_the_canonical_text_of_its_details_the_hash_covers(db, lead):
+    details = {"zz": "ünï ✓", "a": {"y": [1, 2.5, None], "x": True}, "big": 1e20, "": ""}
+    event = AuditEvent.objects.get(pk=record(lead, "thing.done", lead, details=details).pk)
+    assert event.details_json == '{"":"","a":{"x":true,"y":[1,2.5,null]},"big":' \
+        '100000000000000000000,"zz":"ünï ✓"}'  # fmt: skip
+    assert event.details_json == canonical_details(event.details)
+    assert f'"details":{event.details_json},'.encode() in canonical(event)
+
+
+def test_verify_audit_names_an_event_whose_stored_details_text_was_edited(db, lead):
+    """The exports write ``details_json`` as it is: edited there alone (the jsonb untouched),
+    the event still fails the check."""
+    events = [record(lead, f"step.{i}", lead, details={"i": i}) for i in range(3)]
+    _tamper(f"""UPDATE audit_auditevent SET details_json = '{{"i":7}}' WHERE id = {events[1].pk}""")
+    verdict = verify()
+    assert verdict.first_broken is not None and verdict.first_broken.pk == events[1].pk
+    assert verdict.reason == "its details' stored text does not match them (edited)"
+    with pytest.raises(CommandError, match=rf"broken at event #{events[1].pk} .*edited"):
         call_command("verify_audit")
 
 
