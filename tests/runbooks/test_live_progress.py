@@ -27,7 +27,7 @@ from dashboard.jobs import lifecycle as jobs
 from dashboard.jobs.models import JobState
 from dashboard.lib import pg
 from dashboard.lib.secrets import resolve
-from dashboard.schema import watch
+from dashboard.schema import guard, watch
 from devstack.load import Load
 from runbooks import engine, live
 from runbooks.models import Run, StepJob, StepState
@@ -70,6 +70,22 @@ BIG_ROWS = 200_000
 
 def conn_of(db: Any, **extra: str) -> Any:
     return pg.connect(db.dsn, resolve(db.password_ref), **extra)
+
+
+def older_than_short_work(db: Any, pid: int) -> None:
+    """Wait until session ``pid``'s transaction is older than the guard's short-work allowance."""
+    allowance = guard.Policy().short_transaction_ms + 50
+
+    def old_enough() -> bool:
+        with conn_of(db) as conn:
+            row = conn.execute(
+                "SELECT now() - xact_start > make_interval(secs => %s) "
+                "FROM pg_stat_activity WHERE pid = %s",
+                (allowance / 1000, pid),
+            ).fetchone()
+        return bool(row and row[0])
+
+    wait_until(old_enough, f"session {pid}'s transaction to pass {allowance} ms", 10)
 
 
 def fragment(client: Client, run: Run) -> str:
@@ -364,6 +380,9 @@ def test_the_fragment_shows_what_a_revision_waits_for_without_queueing(
             pid = reader.execute("SELECT pg_backend_pid()").fetchone()[0]
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM users")
+            # Older than the application's ordinary short work, which the guard does not wait
+            # for (Policy.short_transaction_ms): else its first look may let the ALTER try.
+            older_than_short_work(live_target, pid)
             with upgrading(job):
                 page = until(
                     showing(client, run, lambda html: f'data-blocker="{pid}"' in html, job=job),
