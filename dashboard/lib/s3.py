@@ -188,7 +188,14 @@ def upload(
         size = 0
         parts: list[dict[str, Any]] = []
         pending: deque[Future[dict[str, Any]]] = deque()
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-part") as pool:
+        # Not a ``with`` block: leaving one waits for the parts still on the wire, which on a
+        # slow link is many seconds after a tick said stop (the reaper took the job, or it was
+        # cancelled). Those requests end on their own once the upload is aborted below (S3
+        # refuses a part of an aborted upload; one that was already arriving may still be kept,
+        # which the reaper's abort of the recorded upload id, or a bucket's lifecycle rule for
+        # incomplete uploads, removes).
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-part")
+        try:
             number = 0
             while True:
                 size_now = part_size << min(number // PARTS_PER_SIZE, 6)
@@ -208,6 +215,8 @@ def upload(
                     break  # the stream has ended
             while pending:
                 parts.append(_result(pending.popleft(), tick))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         if before_complete is not None:
             before_complete()
         _call(

@@ -354,6 +354,7 @@ class SlowLink:
         self.target_port, self.rate, self.upstream = target_port, rate, upstream
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -367,6 +368,7 @@ class SlowLink:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
             for src, dst, slow in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(
                     target=self._pump, args=(src, dst, slow == self.upstream), daemon=True
@@ -386,7 +388,11 @@ class SlowLink:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """No new connections, and the open ones cut (a request still on the wire fails)."""
         self.server.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def start_worker(env: dict[str, str], log: Path, queue: str) -> subprocess.Popen:
@@ -609,7 +615,9 @@ def test_a_backup_reaped_while_it_runs_stops_and_removes_its_upload(
             "CREATE TABLE ballast AS SELECT g AS id, md5(random()::text) AS noise "
             "FROM generate_series(1, 100000) g"
         )
-    link = SlowLink(int(s3_endpoint.rsplit(":", 1)[1]), rate=500_000)
+    # An 8 MiB part takes 80 s on this link: the worker must stop at its next heartbeat after
+    # the reaper took the job, not once the part on the wire has gone.
+    link = SlowLink(int(s3_endpoint.rsplit(":", 1)[1]), rate=100_000)
     settings.RUNWAY_S3_ENDPOINT_URL = link.endpoint
     settings.RUNWAY_JOB_STALE_SECONDS = {"backup": 0}
     backup = pipeline.request_backup(None, target, enqueue=False)
@@ -634,9 +642,11 @@ def test_a_backup_reaped_while_it_runs_stops_and_removes_its_upload(
 
         wait_until(reap, "the reaper to take the running backup")
         assert [r.job.pk for r in reaped] == [backup.pk]
+        runner.join(20)
+        assert not runner.is_alive(), "the worker went on uploading after it was reaped"
     finally:
-        runner.join(60)
         link.close()
+        runner.join(60)
     backup.refresh_from_db()
     assert backup.state == "interrupted"
     assert backup.error.startswith("Interrupted: its worker")
