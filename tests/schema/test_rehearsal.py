@@ -52,12 +52,15 @@ def rehearse(db: Any, actor: Any = None) -> Rehearsal:
 
 
 def copies(cluster: Cluster) -> list[str]:
-    """Rehearsal copies present on the cluster (there should be none left)."""
+    """This test's rehearsal copies still on the cluster (there should be none left). Only
+    its own: the session's worker may be rehearsing for a test that has ended (its job sent
+    when that test's request committed), on this same cluster."""
+    ours = {f"runway_rehearsal_{pk}" for pk in Rehearsal.objects.values_list("pk", flat=True)}
     with psycopg.connect(cluster.dsn()) as conn:
         rows = conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE 'runway_rehearsal_%'"
         ).fetchall()
-    return [row[0] for row in rows]
+    return [row[0] for row in rows if row[0] in ours]
 
 
 def revision_of(db: Any) -> str:
