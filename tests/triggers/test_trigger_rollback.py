@@ -57,6 +57,8 @@ def test_a_failing_health_check_after_the_deployment_rolls_it_back(engineer, liv
             if watch.tick():
                 break
         firing = Firing.objects.get(rule=rule)
+        # The outcome first: when the rollback could not start, it says why.
+        assert firing.outcome.startswith("rollback run #"), firing.outcome
         rollback = Run.objects.get(rollback_of=run)
         assert firing.rollback_run_id == rollback.pk
         assert firing.outcome == f"rollback run #{rollback.pk} started"
