@@ -200,3 +200,33 @@ def test_the_listing_prints_pages_of_whole_events_with_a_rule_between_each():
     assert start == len(events)
     fetched = audit_reports._static_fetcher()(listed.groups[0].rules_url)
     assert fetched.read().startswith(b"<svg")
+
+
+def test_the_findings_line_leaves_notes_out_without_a_stray_separator(tmp_path):
+    """A note after the last finding used to leave "…on users);" in the PDF."""
+    from django.template.loader import render_to_string
+    from weasyprint import CSS, HTML
+
+    from dashboard.settings import BASE_DIR
+
+    findings = [
+        {"rule": "data-migration", "severity": "medium", "lock": "ROW EXCLUSIVE", "table": "users"},
+        {"rule": "style", "severity": "note"},
+        {"rule": "create-index-blocking", "severity": "high", "lock": "SHARE", "accepted": True},
+        {"rule": "style", "severity": "note"},
+    ]
+    html = render_to_string("runbooks/_report_findings.html", {"findings": findings})
+    pdf = tmp_path / "findings.pdf"
+    HTML(string=f"<p>{html}</p>").write_pdf(
+        pdf, stylesheets=[CSS(filename=str(BASE_DIR / "static" / "report.css"))]
+    )
+    text = subprocess.run(
+        ["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    line = " ".join(text.split("page 1 of 1")[0].split())  # the page's footer cut off
+    assert line == (
+        "data-migration (medium, ROW EXCLUSIVE on users); "
+        "create-index-blocking (high, SHARE, accepted)"
+    )
+    only_notes = render_to_string("runbooks/_report_findings.html", {"findings": findings[1:2]})
+    assert "finding" not in only_notes
