@@ -42,23 +42,35 @@ FAMILY_LABELS = {
 }
 
 _LOOSE_SCAN = """
-WITH RECURSIVE known(action) AS (
-    (SELECT action FROM {table} ORDER BY action LIMIT 1)
+WITH RECURSIVE known(value) AS (
+    (SELECT {column} FROM {table} ORDER BY {column} LIMIT 1)
     UNION ALL
-    SELECT (SELECT e.action FROM {table} e WHERE e.action > known.action ORDER BY e.action LIMIT 1)
-    FROM known WHERE known.action IS NOT NULL
+    SELECT (SELECT e.{column} FROM {table} e WHERE e.{column} > known.value
+            ORDER BY e.{column} LIMIT 1)
+    FROM known WHERE known.value IS NOT NULL
 )
-SELECT action FROM known WHERE action IS NOT NULL
+SELECT value FROM known WHERE value IS NOT NULL
 """
+
+
+def _distinct(column: str) -> list[str]:
+    """The distinct values of an indexed column of the trail, sorted, in one query."""
+    quote = connection.ops.quote_name
+    sql = _LOOSE_SCAN.format(column=quote(column), table=quote(AuditEvent._meta.db_table))
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def known() -> list[str]:
     """The distinct actions in the trail, sorted, in one query over the action index."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _LOOSE_SCAN.format(table=connection.ops.quote_name(AuditEvent._meta.db_table))
-        )
-        return sorted(row[0] for row in cursor.fetchall())
+    return _distinct("action")
+
+
+def object_types() -> list[str]:
+    """The object types the trail's events are about (``run``, ``backup``, ...), sorted, over
+    the object_type index; not the empty one of events about no object."""
+    return [t for t in _distinct("object_type") if t]
 
 
 def family_of(action: str) -> str:

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from dashboard.audit import actions as catalog
 
 ANY_ACTION = "Any action"
+ANY_OBJECT_TYPE = "Any type"
 
 
 class AuditFilterForm(forms.Form):
@@ -26,15 +27,22 @@ class AuditFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"list": "audit-actors", "autocomplete": "off"}),
     )
     action = forms.CharField(required=False, max_length=80, widget=forms.Select)
-    object_type = forms.CharField(required=False, max_length=80, label="Object type")
+    object_type = forms.CharField(
+        required=False, max_length=80, label="Object type", widget=forms.Select
+    )
     object_id = forms.CharField(required=False, max_length=64, label="Object id")
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(
-        self, data: Mapping[str, Any] | None = None, *, known: Sequence[str] | None = None
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        known: Sequence[str] | None = None,
+        object_types: Sequence[str] | None = None,
     ) -> None:
         self.known = list(catalog.known() if known is None else known)
+        self.object_types = list(catalog.object_types() if object_types is None else object_types)
         if data is not None and data.get("action"):
             # One value per name (a QueryDict's last, as the form reads it), the action normalised.
             data = {name: data.get(name) for name in data}
@@ -53,6 +61,14 @@ class AuditFilterForm(forms.Form):
         action = self.fields["action"]
         assert isinstance(action.widget, forms.Select)
         action.widget.choices = choices
+        types: list[Any] = [("", ANY_OBJECT_TYPE)]
+        asked = self.data.get("object_type", "") if self.is_bound else ""
+        if asked and asked not in self.object_types:
+            types.append((asked, f"{asked} (not in the trail)"))
+        types += [(name, name) for name in self.object_types]
+        object_type = self.fields["object_type"]
+        assert isinstance(object_type.widget, forms.Select)
+        object_type.widget.choices = types
 
     def _allowed(self) -> set[str]:
         return set(self.known) | {family.value for family in self.families}
@@ -64,6 +80,16 @@ class AuditFilterForm(forms.Form):
                 "No event has the action '%(value)s': choose an action or a family of actions "
                 "from the list.",
                 code="unknown_action",
+                params={"value": value},
+            )
+        return value
+
+    def clean_object_type(self) -> str:
+        value: str = self.cleaned_data.get("object_type") or ""
+        if value and value not in self.object_types:
+            raise forms.ValidationError(
+                "No event is about an object of type '%(value)s': choose a type from the list.",
+                code="unknown_object_type",
                 params={"value": value},
             )
         return value

@@ -134,6 +134,47 @@ def test_an_action_not_in_the_list_is_refused_and_the_filters_are_kept(client, t
         assert refused.content.decode().startswith("Bad audit filter. action: No event has the")
 
 
+def type_select_of(body: str) -> str:
+    start = body.index('<select name="object_type"')
+    return body[start : body.index("</select>", start)]
+
+
+def test_the_object_type_is_chosen_from_the_types_in_the_trail(client, viewer, lead):
+    made = objects(lead)
+    record(lead, "database.registered", made["db"])
+    record(lead, "backup.requested", made["backup"])
+    record(None, "run", None)  # about no object: not a type to choose
+    client.force_login(viewer)
+    options = re.findall(
+        r'<option value="([^"]*)"[^>]*>([^<]*)</option>', type_select_of(client.get(URL).text)
+    )
+    assert options == [
+        ("", "Any type"),
+        ("backup", "backup"),
+        ("manageddatabase", "manageddatabase"),
+        ("user", "user"),  # the viewer's log-in
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        assert actions.object_types() == ["backup", "manageddatabase", "user"]
+    assert len(queries) == 1 and "WITH RECURSIVE" in queries[0]["sql"]
+    body = client.get(URL, {"object_type": "backup"}).text
+    assert listed(body) == ["backup.requested"]
+    assert re.findall(r'<option value="([^"]*)"[^>]*selected', type_select_of(body)) == ["backup"]
+    assert csv_actions(client.get(CSV_URL, {"object_type": "backup"})) == ["backup.requested"]
+
+
+@pytest.mark.parametrize("value", ["backu", "<b>run</b>", "%", "user' OR '1'='1"])
+def test_an_object_type_not_in_the_trail_is_refused_and_the_filters_are_kept(client, trail, value):
+    body = client.get(URL, {"object_type": value, "actor": "erin"}).text
+    assert "No event is about an object of type" in body and "choose a type from the list" in body
+    assert "<b>run</b>" not in body and CSV_URL not in body
+    assert 'value="erin"' in body and "(not in the trail)" in type_select_of(body)
+    for url in EXPORTS:
+        refused = client.get(url, {"object_type": value})
+        assert refused.status_code == 400
+        assert "object_type: No event is about an object of type" in refused.content.decode()
+
+
 def test_the_actor_field_suggests_the_users(client, trail):
     body = client.get(URL).content.decode()
     assert 'list="audit-actors"' in body
