@@ -21,8 +21,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict)
     # The details exactly as the hash covers them (``chain.canonical_details``: sorted keys, no
     # spaces, the numbers as jsonb gives them back), written once when the event is recorded.
-    # The JSON and CSV exports write these bytes as they are; ``chain.verify`` checks they
-    # still match ``details``.
+    # The JSON export writes these bytes as they are; ``chain.verify`` checks they still match
+    # ``details``.
     details_json = models.TextField(editable=False)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)

@@ -1,8 +1,9 @@
 """Each event keeps its details' canonical text (``AuditEvent.details_json``), written once.
 
 Existing events get theirs here, from their stored details, the way ``chain.verify`` reads them
-(sorted keys, no spaces, as ``chain.canonical_details`` writes them), a batch at a time. The append-only trigger is switched off for
-this one backfill, inside the migration's transaction, and on again before it commits.
+(sorted keys, no spaces, as ``chain.canonical_details`` writes them), a batch at a time. The
+append-only trigger is switched off for this one backfill, inside the migration's transaction,
+and on again before it commits.
 """
 
 import json
@@ -10,7 +11,9 @@ import json
 from django.db import migrations, models
 
 BATCH = 5000
-canonical_details = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+canonical_details = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False
+).encode
 
 
 def backfill(apps, schema_editor):
