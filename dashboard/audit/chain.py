@@ -115,6 +115,15 @@ class Verdict:
         return self.first_broken is None
 
 
+def _edited(event: AuditEvent) -> str:
+    """Why ``event``'s own content does not hold (its hash, its details' stored text); ""."""
+    if compute_hash(event) != event.hash:
+        return "its content does not match its hash (edited)"
+    if event.details_json != canonical_details(event.details):
+        return "its details' stored text does not match them (edited)"
+    return ""
+
+
 def verify(events: Iterable[AuditEvent] | None = None) -> Verdict:
     """Walk the chain in id order; name the first event whose hash or link does not hold."""
     if events is None:
@@ -124,10 +133,8 @@ def verify(events: Iterable[AuditEvent] | None = None) -> Verdict:
     for event in events:
         if event.prev_hash != prev:
             return Verdict(checked, event, "its previous-hash does not match the event before it")
-        if compute_hash(event) != event.hash:
-            return Verdict(checked, event, "its content does not match its hash (edited)")
-        if event.details_json != canonical_details(event.details):
-            return Verdict(checked, event, "its details' stored text does not match them (edited)")
+        if edited := _edited(event):
+            return Verdict(checked, event, edited)
         prev = event.hash
         checked += 1
     return Verdict(checked)
@@ -150,10 +157,8 @@ def verify_each(events: Iterable[AuditEvent]) -> Verdict:
     for event in listed:
         if event.prev_hash != (stored.get(event.pk) or GENESIS):
             return Verdict(checked, event, "its previous-hash does not match the event before it")
-        if compute_hash(event) != event.hash:
-            return Verdict(checked, event, "its content does not match its hash (edited)")
-        if event.details_json != canonical_details(event.details):
-            return Verdict(checked, event, "its details' stored text does not match them (edited)")
+        if edited := _edited(event):
+            return Verdict(checked, event, edited)
         checked += 1
     return Verdict(checked)
 

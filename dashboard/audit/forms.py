@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django import forms
@@ -49,11 +49,7 @@ class AuditFilterForm(forms.Form):
             data["action"] = catalog.normalise(str(data["action"]), self.known)
         super().__init__(data)
         self.families = catalog.families(self.known)
-        choices: list[Any] = [("", ANY_ACTION)]
-        asked = self.data.get("action", "") if self.is_bound else ""
-        if asked and asked not in self._allowed():
-            # Shown as asked, so the refused value is still in the form beside its error.
-            choices.append((asked, f"{asked} (not in the trail)"))
+        choices: list[Any] = [("", ANY_ACTION), *self._refused("action", self._allowed())]
         for family in self.families:
             group = [(family.value, family.label)]
             group += [(action, action) for action in family.actions]
@@ -61,14 +57,17 @@ class AuditFilterForm(forms.Form):
         action = self.fields["action"]
         assert isinstance(action.widget, forms.Select)
         action.widget.choices = choices
-        types: list[Any] = [("", ANY_OBJECT_TYPE)]
-        asked = self.data.get("object_type", "") if self.is_bound else ""
-        if asked and asked not in self.object_types:
-            types.append((asked, f"{asked} (not in the trail)"))
+        types: list[Any] = [("", ANY_OBJECT_TYPE), *self._refused("object_type", self.object_types)]
         types += [(name, name) for name in self.object_types]
         object_type = self.fields["object_type"]
         assert isinstance(object_type.widget, forms.Select)
         object_type.widget.choices = types
+
+    def _refused(self, name: str, allowed: Iterable[str]) -> list[tuple[str, str]]:
+        """The choice of a value asked for that is not in the trail: shown as asked, so the
+        refused value is still in the form beside its error."""
+        asked = str(self.data.get(name, "")) if self.is_bound else ""
+        return [(asked, f"{asked} (not in the trail)")] if asked and asked not in allowed else []
 
     def _allowed(self) -> set[str]:
         return set(self.known) | {family.value for family in self.families}

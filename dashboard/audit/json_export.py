@@ -29,6 +29,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, NullIf
 
 from dashboard.audit import reports
+from dashboard.audit.chain import canonical_details
 from dashboard.lib import pg
 
 _BEFORE = RawSQL(
@@ -49,7 +50,6 @@ _AFTER = RawSQL(
 # The details' canonical text, kept since the event was recorded (``details_json``); NULL for a
 # row written without it (only by hand: ``chain.record`` always writes it), which Python writes.
 _STORED_DETAILS = NullIf(F("details_json"), Value(""), output_field=TextField())
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _load = json.JSONDecoder().decode
 
 
@@ -95,7 +95,7 @@ def stream_json(
                 # only escape COPY wrote is a doubled backslash, and a tab separates columns.
                 whole, before, details, after = row.replace("\\\\", "\\").split("\t")
                 if whole == "\\N":  # NULL, as COPY writes it (no JSON text is "\N")
-                    whole = f"{before}{_canonical(_load(details))}{after}"
+                    whole = f"{before}{canonical_details(_load(details))}{after}"
                 batch.append("\n" + whole)
                 count += 1
                 if len(batch) == reports.CHUNK:

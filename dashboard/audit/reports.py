@@ -36,7 +36,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from dashboard.audit import actions, links
-from dashboard.audit.chain import GENESIS, verify, verify_each
+from dashboard.audit.chain import GENESIS, canonical_details, verify, verify_each
 from dashboard.audit.models import AuditEvent
 
 CHUNK = 2000  # rows per FETCH from the server-side cursor, and per write to the client
@@ -246,7 +246,6 @@ _EXPORT_FIELDS = (
     "prev_hash",
     "hash",
 )
-_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _details_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _string_json = json.JSONEncoder(ensure_ascii=False).encode
 _load_json = json.JSONDecoder().decode
@@ -276,7 +275,7 @@ def canonical_row(row: tuple[Any, ...]) -> str:
     return (
         f'{{"action":{s(action)},"actor":{s(actor)},'
         f'"actor_id":{"null" if actor_id is None else int(actor_id)},'
-        f'"details":{_canonical_json(_load_json(details))},"id":{int(pk)},"object":{s(orepr)},'
+        f'"details":{canonical_details(_load_json(details))},"id":{int(pk)},"object":{s(orepr)},'
         f'"object_id":{s(oid)},"object_type":{s(otype)},"prev":{s(prev)},"time":"{utc}"}}'
     )
 
